@@ -213,7 +213,11 @@ impl<'a> Model<'a> {
 }
 
 /// Serialises a model in the CTranslate2 layout. Used by tests to build small fixtures.
-pub fn write_model(spec: &str, revision: u32, vars: &[(&str, Vec<usize>, DType, Vec<u8>)]) -> Vec<u8> {
+pub fn write_model(
+    spec: &str,
+    revision: u32,
+    vars: &[(&str, Vec<usize>, DType, Vec<u8>)],
+) -> Vec<u8> {
     fn put_str(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&((s.len() + 1) as u16).to_le_bytes());
         out.extend_from_slice(s.as_bytes());
@@ -256,7 +260,12 @@ mod tests {
             3,
             &[
                 ("a/weight", vec![2, 3], DType::F16, vec![0; 12]),
-                ("encoder/num_heads", vec![], DType::I16, 6i16.to_le_bytes().to_vec()),
+                (
+                    "encoder/num_heads",
+                    vec![],
+                    DType::I16,
+                    6i16.to_le_bytes().to_vec(),
+                ),
             ],
         );
         // Replace the empty alias table with one alias.
@@ -271,7 +280,10 @@ mod tests {
         assert_eq!(model.spec, "WhisperSpec");
         assert_eq!(model.revision, 3);
         assert_eq!(model.get("b/weight").expect("alias").dims, vec![2, 3]);
-        assert_eq!(model.get("encoder/num_heads").expect("heads").as_int(), Some(6));
+        assert_eq!(
+            model.get("encoder/num_heads").expect("heads").as_int(),
+            Some(6)
+        );
     }
 
     #[test]

@@ -128,7 +128,12 @@ fn f32_to_f16(value: f32) -> u16 {
 }
 
 /// Converts a variable's elements (or a row range of them) to the wanted output type.
-fn convert(var: &Variable<'_>, name: &str, rows: std::ops::Range<usize>, ty: TensorType) -> Result<Vec<u8>> {
+fn convert(
+    var: &Variable<'_>,
+    name: &str,
+    rows: std::ops::Range<usize>,
+    ty: TensorType,
+) -> Result<Vec<u8>> {
     let row_len: usize = var.dims.iter().skip(1).product::<usize>().max(1);
     let (start, end) = (rows.start * row_len, rows.end * row_len);
     if end > var.len() {
@@ -156,7 +161,9 @@ fn convert(var: &Variable<'_>, name: &str, rows: std::ops::Range<usize>, ty: Ten
         (other, _) => {
             return Err(Error::Tensor {
                 name: name.to_string(),
-                reason: format!("dtype {other:?} is not supported (quantised CTranslate2 models cannot be converted)"),
+                reason: format!(
+                    "dtype {other:?} is not supported (quantised CTranslate2 models cannot be converted)"
+                ),
             });
         }
     }
@@ -172,7 +179,11 @@ impl Builder<'_, '_> {
     /// Copies a whole variable. 1-D tensors are always f32 (whisper.cpp expects it).
     fn copy(&mut self, ct2: &str, name: &str, ty: TensorType) -> Result<()> {
         let var = self.model.get(ct2)?;
-        let ty = if var.dims.len() < 2 { TensorType::F32 } else { ty };
+        let ty = if var.dims.len() < 2 {
+            TensorType::F32
+        } else {
+            ty
+        };
         let data = convert(var, ct2, 0..var.dims.first().copied().unwrap_or(1), ty)?;
         self.tensors.push(Tensor {
             name: name.to_string(),
@@ -184,7 +195,14 @@ impl Builder<'_, '_> {
     }
 
     /// Copies rows `part*n..(part+1)*n` of a fused projection (q,k,v or k,v).
-    fn split(&mut self, ct2: &str, name: &str, part: usize, parts: usize, ty: TensorType) -> Result<()> {
+    fn split(
+        &mut self,
+        ct2: &str,
+        name: &str,
+        part: usize,
+        parts: usize,
+        ty: TensorType,
+    ) -> Result<()> {
         let var = self.model.get(ct2)?;
         let total = var.dims.first().copied().unwrap_or(0);
         if total % parts != 0 {
@@ -194,7 +212,11 @@ impl Builder<'_, '_> {
             });
         }
         let n = total / parts;
-        let ty = if var.dims.len() < 2 { TensorType::F32 } else { ty };
+        let ty = if var.dims.len() < 2 {
+            TensorType::F32
+        } else {
+            ty
+        };
         let data = convert(var, ct2, part * n..(part + 1) * n, ty)?;
         let mut dims = var.dims.clone();
         dims[0] = n;
@@ -208,21 +230,49 @@ impl Builder<'_, '_> {
     }
 
     fn linear(&mut self, ct2: &str, name: &str) -> Result<()> {
-        self.copy(&format!("{ct2}/weight"), &format!("{name}.weight"), TensorType::F16)?;
-        self.copy(&format!("{ct2}/bias"), &format!("{name}.bias"), TensorType::F32)
+        self.copy(
+            &format!("{ct2}/weight"),
+            &format!("{name}.weight"),
+            TensorType::F16,
+        )?;
+        self.copy(
+            &format!("{ct2}/bias"),
+            &format!("{name}.bias"),
+            TensorType::F32,
+        )
     }
 
     fn norm(&mut self, ct2: &str, name: &str) -> Result<()> {
-        self.copy(&format!("{ct2}/gamma"), &format!("{name}.weight"), TensorType::F32)?;
-        self.copy(&format!("{ct2}/beta"), &format!("{name}.bias"), TensorType::F32)
+        self.copy(
+            &format!("{ct2}/gamma"),
+            &format!("{name}.weight"),
+            TensorType::F32,
+        )?;
+        self.copy(
+            &format!("{ct2}/beta"),
+            &format!("{name}.bias"),
+            TensorType::F32,
+        )
     }
 
     /// A fused projection whose parts become `names` (key parts carry no bias in whisper.cpp).
     fn fused(&mut self, ct2: &str, names: &[(&str, bool)]) -> Result<()> {
         for (i, (name, has_bias)) in names.iter().enumerate() {
-            self.split(&format!("{ct2}/weight"), &format!("{name}.weight"), i, names.len(), TensorType::F16)?;
+            self.split(
+                &format!("{ct2}/weight"),
+                &format!("{name}.weight"),
+                i,
+                names.len(),
+                TensorType::F16,
+            )?;
             if *has_bias {
-                self.split(&format!("{ct2}/bias"), &format!("{name}.bias"), i, names.len(), TensorType::F32)?;
+                self.split(
+                    &format!("{ct2}/bias"),
+                    &format!("{name}.bias"),
+                    i,
+                    names.len(),
+                    TensorType::F32,
+                )?;
             }
         }
         Ok(())
@@ -231,7 +281,11 @@ impl Builder<'_, '_> {
     fn self_attention(&mut self, ct2: &str, name: &str) -> Result<()> {
         self.fused(
             &format!("{ct2}/linear_0"),
-            &[(&format!("{name}.query"), true), (&format!("{name}.key"), false), (&format!("{name}.value"), true)],
+            &[
+                (&format!("{name}.query"), true),
+                (&format!("{name}.key"), false),
+                (&format!("{name}.value"), true),
+            ],
         )?;
         self.linear(&format!("{ct2}/linear_1"), &format!("{name}.out"))
     }
@@ -245,7 +299,11 @@ impl Builder<'_, '_> {
 
 fn count_layers(model: &Model<'_>, prefix: &str) -> usize {
     (0..)
-        .take_while(|i| model.variables.contains_key(&format!("{prefix}/layer_{i}/ffn/linear_0/weight")))
+        .take_while(|i| {
+            model
+                .variables
+                .contains_key(&format!("{prefix}/layer_{i}/ffn/linear_0/weight"))
+        })
         .count()
 }
 
@@ -274,12 +332,17 @@ impl WhisperGgml {
     /// Maps every CTranslate2 variable whisper.cpp needs onto its ggml tensor.
     pub fn from_ct2(model: &Model<'_>, tokens: Vec<Vec<u8>>) -> Result<Self> {
         if model.spec != "WhisperSpec" {
-            return Err(Error::Format(format!("spec {} is not a Whisper model", model.spec)));
+            return Err(Error::Format(format!(
+                "spec {} is not a Whisper model",
+                model.spec
+            )));
         }
         let n_audio_layer = count_layers(model, "encoder");
         let n_text_layer = count_layers(model, "decoder");
         if n_audio_layer == 0 || n_text_layer == 0 {
-            return Err(Error::Format("no encoder or decoder layers found".to_string()));
+            return Err(Error::Format(
+                "no encoder or decoder layers found".to_string(),
+            ));
         }
         let n_audio_state = dim(model, "encoder/position_encodings/encodings", 1)?;
         let n_text_state = dim(model, "decoder/position_encodings/encodings", 1)?;
@@ -309,35 +372,73 @@ impl WhisperGgml {
             tensors: Vec::new(),
         };
         for conv in ["conv1", "conv2"] {
-            b.copy(&format!("encoder/{conv}/weight"), &format!("encoder.{conv}.weight"), TensorType::F16)?;
-            b.copy(&format!("encoder/{conv}/bias"), &format!("encoder.{conv}.bias"), TensorType::F32)?;
+            b.copy(
+                &format!("encoder/{conv}/weight"),
+                &format!("encoder.{conv}.weight"),
+                TensorType::F16,
+            )?;
+            b.copy(
+                &format!("encoder/{conv}/bias"),
+                &format!("encoder.{conv}.bias"),
+                TensorType::F32,
+            )?;
             // whisper.cpp wants conv biases shaped (n, 1).
             if let Some(t) = b.tensors.last_mut() {
                 t.dims.push(1);
             }
         }
-        b.copy("encoder/position_encodings/encodings", "encoder.positional_embedding", TensorType::F32)?;
+        b.copy(
+            "encoder/position_encodings/encodings",
+            "encoder.positional_embedding",
+            TensorType::F32,
+        )?;
         for i in 0..n_audio_layer {
             let (src, dst) = (format!("encoder/layer_{i}"), format!("encoder.blocks.{i}"));
             b.self_attention(&format!("{src}/self_attention"), &format!("{dst}.attn"))?;
-            b.norm(&format!("{src}/self_attention/layer_norm"), &format!("{dst}.attn_ln"))?;
+            b.norm(
+                &format!("{src}/self_attention/layer_norm"),
+                &format!("{dst}.attn_ln"),
+            )?;
             b.ffn(&format!("{src}/ffn"), &dst)?;
         }
         b.norm("encoder/layer_norm", "encoder.ln_post")?;
 
-        b.copy("decoder/embeddings/weight", "decoder.token_embedding.weight", TensorType::F16)?;
-        b.copy("decoder/position_encodings/encodings", "decoder.positional_embedding", TensorType::F32)?;
+        b.copy(
+            "decoder/embeddings/weight",
+            "decoder.token_embedding.weight",
+            TensorType::F16,
+        )?;
+        b.copy(
+            "decoder/position_encodings/encodings",
+            "decoder.positional_embedding",
+            TensorType::F32,
+        )?;
         for i in 0..n_text_layer {
             let (src, dst) = (format!("decoder/layer_{i}"), format!("decoder.blocks.{i}"));
             b.self_attention(&format!("{src}/self_attention"), &format!("{dst}.attn"))?;
-            b.norm(&format!("{src}/self_attention/layer_norm"), &format!("{dst}.attn_ln"))?;
-            b.linear(&format!("{src}/attention/linear_0"), &format!("{dst}.cross_attn.query"))?;
+            b.norm(
+                &format!("{src}/self_attention/layer_norm"),
+                &format!("{dst}.attn_ln"),
+            )?;
+            b.linear(
+                &format!("{src}/attention/linear_0"),
+                &format!("{dst}.cross_attn.query"),
+            )?;
             b.fused(
                 &format!("{src}/attention/linear_1"),
-                &[(&format!("{dst}.cross_attn.key"), false), (&format!("{dst}.cross_attn.value"), true)],
+                &[
+                    (&format!("{dst}.cross_attn.key"), false),
+                    (&format!("{dst}.cross_attn.value"), true),
+                ],
             )?;
-            b.linear(&format!("{src}/attention/linear_2"), &format!("{dst}.cross_attn.out"))?;
-            b.norm(&format!("{src}/attention/layer_norm"), &format!("{dst}.cross_attn_ln"))?;
+            b.linear(
+                &format!("{src}/attention/linear_2"),
+                &format!("{dst}.cross_attn.out"),
+            )?;
+            b.norm(
+                &format!("{src}/attention/layer_norm"),
+                &format!("{dst}.cross_attn_ln"),
+            )?;
             b.ffn(&format!("{src}/ffn"), &dst)?;
         }
         b.norm("decoder/layer_norm", "decoder.ln")?;
@@ -409,7 +510,9 @@ mod tests {
     use crate::ct2::write_model;
 
     fn f16s(n: usize) -> Vec<u8> {
-        (0..n).flat_map(|i| f32_to_f16(i as f32).to_le_bytes()).collect()
+        (0..n)
+            .flat_map(|i| f32_to_f16(i as f32).to_le_bytes())
+            .collect()
     }
 
     /// A one-layer Whisper with width 64 laid out as CTranslate2 writes it.
@@ -429,7 +532,10 @@ mod tests {
         add("decoder/embeddings/weight", vec![10, d]);
         for side in ["encoder", "decoder"] {
             let l = format!("{side}/layer_0");
-            add(&format!("{l}/self_attention/linear_0/weight"), vec![3 * d, d]);
+            add(
+                &format!("{l}/self_attention/linear_0/weight"),
+                vec![3 * d, d],
+            );
             add(&format!("{l}/self_attention/linear_0/bias"), vec![3 * d]);
             add(&format!("{l}/self_attention/linear_1/weight"), vec![d, d]);
             add(&format!("{l}/self_attention/linear_1/bias"), vec![d]);
@@ -453,8 +559,10 @@ mod tests {
         add(&format!("{l}/linear_2/bias"), vec![d]);
         add(&format!("{l}/layer_norm/gamma"), vec![d]);
         add(&format!("{l}/layer_norm/beta"), vec![d]);
-        let refs: Vec<(&str, Vec<usize>, DType, Vec<u8>)> =
-            vars.iter().map(|(n, d, t, b)| (n.as_str(), d.clone(), *t, b.clone())).collect();
+        let refs: Vec<(&str, Vec<usize>, DType, Vec<u8>)> = vars
+            .iter()
+            .map(|(n, d, t, b)| (n.as_str(), d.clone(), *t, b.clone()))
+            .collect();
         write_model("WhisperSpec", 3, &refs)
     }
 
@@ -470,12 +578,20 @@ mod tests {
         assert_eq!(g.hparams.n_audio_layer, 1);
         let find = |n: &str| g.tensors.iter().find(|t| t.name == n).expect(n);
         // Key projections lose their (zero) bias; q/k/v split the fused rows.
-        assert!(g.tensors.iter().all(|t| t.name != "encoder.blocks.0.attn.key.bias"));
+        assert!(
+            g.tensors
+                .iter()
+                .all(|t| t.name != "encoder.blocks.0.attn.key.bias")
+        );
         let key = find("encoder.blocks.0.attn.key.weight");
         assert_eq!(key.dims, vec![64, 64]);
         assert_eq!(key.ty, TensorType::F16);
         let first_key = u16::from_le_bytes([key.data[0], key.data[1]]);
-        assert_eq!(f16_to_f32(first_key), (64 * 64) as f32, "rows 64..128 of the fused weight");
+        assert_eq!(
+            f16_to_f32(first_key),
+            (64 * 64) as f32,
+            "rows 64..128 of the fused weight"
+        );
         let bias = find("encoder.conv1.bias");
         assert_eq!((bias.dims.clone(), bias.ty), (vec![64, 1], TensorType::F32));
         assert_eq!(find("decoder.positional_embedding").ty, TensorType::F32);

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "voicebot-models", version, about = "Model provisioning for the voice bot")]
+#[command(
+    name = "voicebot-models",
+    version,
+    about = "Model provisioning for the voice bot"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,7 +35,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::ConvertWhisper { model, vocabulary, out } => {
+        Command::ConvertWhisper {
+            model,
+            vocabulary,
+            out,
+        } => {
             let started = std::time::Instant::now();
             match voicebot_models::convert_whisper(&model, &vocabulary, &out) {
                 Ok(summary) => {

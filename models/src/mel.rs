@@ -47,10 +47,14 @@ pub fn librosa_slaney(sample_rate: u32, n_fft: usize, n_mels: usize) -> Vec<Vec<
     let d = 1.0 / f64::from(sample_rate);
     let val = 1.0 / (n_fft as f64 * d);
     let fft_freqs: Vec<f64> = (0..n_freqs).map(|k| k as f64 * val).collect();
-    let mel_f: Vec<f64> = linspace(hz_to_mel(0.0), hz_to_mel(f64::from(sample_rate) / 2.0), n_mels + 2)
-        .into_iter()
-        .map(mel_to_hz)
-        .collect();
+    let mel_f: Vec<f64> = linspace(
+        hz_to_mel(0.0),
+        hz_to_mel(f64::from(sample_rate) / 2.0),
+        n_mels + 2,
+    )
+    .into_iter()
+    .map(mel_to_hz)
+    .collect();
     let fdiff: Vec<f64> = mel_f.windows(2).map(|w| w[1] - w[0]).collect();
     (0..n_mels)
         .map(|i| {
@@ -81,6 +85,9 @@ mod tests {
         assert!((m[0][1] - 0.024_862_594).abs() < 1e-6, "{}", m[0][1]);
         assert!(m[79][200].abs() < 1e-9);
         // Every filter has some weight, and no weight is negative.
-        assert!(m.iter().all(|row| row.iter().any(|w| *w > 0.0) && row.iter().all(|w| *w >= 0.0)));
+        assert!(
+            m.iter()
+                .all(|row| row.iter().any(|w| *w > 0.0) && row.iter().all(|w| *w >= 0.0))
+        );
     }
 }

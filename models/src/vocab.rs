@@ -33,10 +33,11 @@ pub fn token_bytes(token: &str, table: &std::collections::HashMap<char, u8>) -> 
     token
         .chars()
         .map(|c| {
-            table
-                .get(&c)
-                .copied()
-                .ok_or_else(|| Error::Vocab(format!("character {c:?} in token {token:?} is not byte-level BPE")))
+            table.get(&c).copied().ok_or_else(|| {
+                Error::Vocab(format!(
+                    "character {c:?} in token {token:?} is not byte-level BPE"
+                ))
+            })
         })
         .collect()
 }
@@ -62,7 +63,15 @@ mod tests {
     fn decodes_byte_level_tokens() {
         let tokens = ordinary_tokens("!\nĠthe\nĊ\nÃ©\n<|endoftext|>\n<|startoftranscript|>\n")
             .expect("vocab");
-        assert_eq!(tokens, vec![b"!".to_vec(), b" the".to_vec(), b"\n".to_vec(), "é".as_bytes().to_vec()]);
+        assert_eq!(
+            tokens,
+            vec![
+                b"!".to_vec(),
+                b" the".to_vec(),
+                b"\n".to_vec(),
+                "é".as_bytes().to_vec()
+            ]
+        );
     }
 
     #[test]

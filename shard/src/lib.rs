@@ -1,1 +1,13 @@
-//! x
+//! `voicebot-shard`: one pod of the Discord voice-assistant fleet.
+//!
+//! The data path is `audio` (any PCM in, 16 kHz mono out) → `listen` (Silero VAD → Smart Turn
+//! → Whisper, with a hallucination guard) → later `converse` and `speak`. Stages know nothing of
+//! Discord, Redis or Kubernetes; see `ARCHITECTURE.md` for the whole picture.
+
+pub mod audio;
+pub mod error;
+pub mod eval;
+pub mod listen;
+pub mod models;
+
+pub use error::{Error, Result};

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite: setup (idempotent), formatting, lints, and every test with the real
+# models. This is the README's test command and what CI runs (.ci/run).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+step() { printf '\n\033[1;34m==> %s\033[0m\n' "$*" >&2; }
+t0=$SECONDS
+step "setup"
+scripts/setup.sh
+t_setup=$((SECONDS - t0))
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+t1=$SECONDS
+cargo clippy --workspace --all-targets --locked -- -D warnings
+t_clippy=$((SECONDS - t1))
+
+step "cargo test"
+t2=$SECONDS
+cargo test --workspace --locked
+t_test=$((SECONDS - t2))
+
+step "done: setup ${t_setup}s, clippy ${t_clippy}s, build+tests ${t_test}s, total $((SECONDS - t0))s"

@@ -1,0 +1,394 @@
+//! One speaker's listening pipeline: VAD → end-of-turn → STT → guard.
+//!
+//! [`Listener`] holds what is per speaker (the VAD's recurrent state, the segmenter, the audio
+//! of the turn in progress); [`Models`] holds the heavy shared engines (Smart Turn, Whisper),
+//! lent to the listener on each call so that many speakers can share one copy. Time is counted
+//! in samples, never read from a clock, so a file runs faster than real time and every run
+//! decides the same way; wall-clock time is only measured, for `stages_ms`.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::guard::{self, GuardConfig, Rejection};
+use super::stt::{SttConfig, Whisper};
+use super::turn::SmartTurn;
+use super::vad::{CHUNK, Segmenter, SileroVad, VadConfig, VadEvent};
+use crate::Result;
+use crate::models::{ModelPaths, WhisperModel};
+
+const RATE: u64 = 16_000;
+
+fn ms(samples: u64) -> u64 {
+    samples * 1000 / RATE
+}
+
+fn samples(ms: u32) -> u64 {
+    u64::from(ms) * RATE / 1000
+}
+
+/// Tuning of the whole listening pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerConfig {
+    /// Speech segmentation.
+    pub vad: VadConfig,
+    /// Smart Turn probability at or above which a pause ends the turn.
+    pub turn_threshold: f32,
+    /// How long an incomplete turn waits for more speech before it is committed anyway.
+    pub max_wait_ms: u32,
+    /// A turn longer than this is committed even while the speaker goes on (bounds memory).
+    pub max_turn_ms: u32,
+    /// Audio kept before the detected start of speech.
+    pub pre_roll_ms: u32,
+    /// Audio kept after the detected end of speech (for Whisper).
+    pub post_roll_ms: u32,
+    /// Hallucination guard.
+    pub guard: GuardConfig,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            vad: VadConfig::default(),
+            turn_threshold: 0.5,
+            max_wait_ms: 2_000,
+            max_turn_ms: 30_000,
+            pre_roll_ms: 400,
+            post_roll_ms: 200,
+            guard: GuardConfig::default(),
+        }
+    }
+}
+
+/// The shared, heavy engines.
+pub struct Models {
+    /// End-of-turn model.
+    pub turn: SmartTurn,
+    /// Speech to text.
+    pub stt: Whisper,
+    /// ONNX Runtime environment (to make per-speaker VADs).
+    pub env: ort::environment::Environment,
+    /// Where the files are.
+    pub paths: ModelPaths,
+}
+
+impl Models {
+    /// Loads Smart Turn and Whisper; `threads` is used by both.
+    pub fn load(
+        paths: ModelPaths,
+        whisper: WhisperModel,
+        stt: SttConfig,
+        turn_threads: usize,
+    ) -> Result<Self> {
+        let env = crate::models::onnx_environment(&paths.onnxruntime)?;
+        Ok(Self {
+            turn: SmartTurn::new(&env, &paths.smart_turn, turn_threads)?,
+            stt: Whisper::new(&paths.whisper, whisper, stt)?,
+            env,
+            paths,
+        })
+    }
+
+    /// A fresh VAD for a new speaker.
+    pub fn new_vad(&self) -> Result<SileroVad> {
+        SileroVad::new(&self.env, &self.paths.silero_vad)
+    }
+}
+
+/// Wall-clock time spent in each stage for one utterance, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StagesMs {
+    /// Silero VAD over the utterance's chunks.
+    pub vad: f64,
+    /// Smart Turn (features + inference), all calls for this turn.
+    pub turn: f64,
+    /// Whisper.
+    pub stt: f64,
+}
+
+/// Why a turn was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitReason {
+    /// Smart Turn judged the turn complete.
+    TurnComplete,
+    /// The turn looked incomplete but no more speech came within the maximum wait.
+    MaxWait,
+    /// The turn reached the maximum length.
+    MaxLength,
+    /// The input ended.
+    EndOfInput,
+}
+
+/// A finished, transcribed turn.
+#[derive(Debug, Clone, Serialize)]
+pub struct Utterance {
+    /// Start of speech, ms from the start of the stream.
+    pub start_ms: u64,
+    /// End of speech, ms from the start of the stream.
+    pub end_ms: u64,
+    /// What was said.
+    pub transcript: String,
+    /// Smart Turn's probability that the turn is complete (last prediction).
+    pub turn_complete: f32,
+    /// Why the turn was committed.
+    pub commit: CommitReason,
+    /// Time per stage.
+    pub stages_ms: StagesMs,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    start: u64,
+    /// End of the last speech, while waiting for the speaker to go on.
+    waiting_since: Option<u64>,
+    prob: f32,
+}
+
+/// One speaker's listening state.
+pub struct Listener {
+    config: ListenerConfig,
+    vad: SileroVad,
+    segmenter: Segmenter,
+    /// Audio from `origin` up to `pos` (plus a partial chunk at the end).
+    buf: Vec<f32>,
+    origin: u64,
+    /// Samples consumed by the VAD.
+    pos: u64,
+    turn: Option<Turn>,
+    stages: StagesMs,
+    rejected: Vec<Rejection>,
+}
+
+impl Listener {
+    /// A listener for one speaker.
+    pub fn new(config: ListenerConfig, vad: SileroVad) -> Self {
+        Self {
+            segmenter: Segmenter::new(config.vad),
+            config,
+            vad,
+            buf: Vec::new(),
+            origin: 0,
+            pos: 0,
+            turn: None,
+            stages: StagesMs::default(),
+            rejected: Vec::new(),
+        }
+    }
+
+    /// Turns that were dropped by the hallucination guard, in order.
+    pub fn rejected(&self) -> &[Rejection] {
+        &self.rejected
+    }
+
+    /// Whether a turn is in progress (speech, or a pause that may continue).
+    pub fn in_turn(&self) -> bool {
+        self.turn.is_some()
+    }
+
+    /// Feeds 16 kHz mono samples; returns the utterances completed by them.
+    pub fn push(&mut self, models: &mut Models, audio: &[f32]) -> Result<Vec<Utterance>> {
+        self.buf.extend_from_slice(audio);
+        let mut out = Vec::new();
+        while self.buf.len() as u64 - (self.pos - self.origin) >= CHUNK as u64 {
+            let off = (self.pos - self.origin) as usize;
+            let mut chunk = [0.0f32; CHUNK];
+            chunk.copy_from_slice(&self.buf[off..off + CHUNK]);
+            self.step(models, &chunk, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Ends the stream: closes speech in progress and commits any pending turn.
+    pub fn finish(&mut self, models: &mut Models) -> Result<Vec<Utterance>> {
+        let mut out = Vec::new();
+        let off = (self.pos - self.origin) as usize;
+        if off < self.buf.len() {
+            // Last partial chunk, padded with silence.
+            let mut chunk = [0.0f32; CHUNK];
+            let tail = &self.buf[off..];
+            chunk[..tail.len()].copy_from_slice(tail);
+            self.buf.truncate(off);
+            self.buf.extend_from_slice(&chunk);
+            self.step(models, &chunk, &mut out)?;
+        }
+        if let Some(VadEvent::End { start, end }) = self.segmenter.finish(self.pos) {
+            let turn = self.turn.get_or_insert(Turn {
+                start,
+                waiting_since: None,
+                prob: 0.0,
+            });
+            turn.waiting_since = Some(end);
+            let prob = self.predict_turn(models)?;
+            if let Some(t) = self.turn.as_mut() {
+                t.prob = prob;
+            }
+        }
+        if let Some(u) = self.commit(models, CommitReason::EndOfInput)? {
+            out.push(u);
+        }
+        Ok(out)
+    }
+
+    fn step(
+        &mut self,
+        models: &mut Models,
+        chunk: &[f32; CHUNK],
+        out: &mut Vec<Utterance>,
+    ) -> Result<()> {
+        let at = self.pos;
+        let t = Instant::now();
+        let prob = self.vad.process(chunk)?;
+        let vad_ms = t.elapsed().as_secs_f64() * 1e3;
+        self.stages.vad += vad_ms;
+        self.pos += CHUNK as u64;
+
+        match self.segmenter.push(at, prob) {
+            Some(VadEvent::Start(start)) => match self.turn.as_mut() {
+                Some(turn) => turn.waiting_since = None,
+                None => {
+                    // Stage times count from the chunk that confirmed speech.
+                    self.stages = StagesMs {
+                        vad: vad_ms,
+                        ..StagesMs::default()
+                    };
+                    self.turn = Some(Turn {
+                        start,
+                        waiting_since: None,
+                        prob: 0.0,
+                    });
+                }
+            },
+            Some(VadEvent::End { start, end }) => {
+                let turn = self.turn.get_or_insert(Turn {
+                    start,
+                    waiting_since: None,
+                    prob: 0.0,
+                });
+                turn.waiting_since = Some(end);
+                let prob = self.predict_turn(models)?;
+                if let Some(turn) = self.turn.as_mut() {
+                    turn.prob = prob;
+                }
+                if prob >= self.config.turn_threshold
+                    && let Some(u) = self.commit(models, CommitReason::TurnComplete)?
+                {
+                    out.push(u);
+                }
+            }
+            None => {}
+        }
+
+        if let Some(turn) = self.turn {
+            match turn.waiting_since {
+                Some(end)
+                    if !self.segmenter.in_speech()
+                        && self.pos - end >= samples(self.config.max_wait_ms) =>
+                {
+                    if let Some(u) = self.commit(models, CommitReason::MaxWait)? {
+                        out.push(u);
+                    }
+                }
+                _ if self.pos - turn.start >= samples(self.config.max_turn_ms) => {
+                    if let Some(t) = self.turn.as_mut() {
+                        t.waiting_since.get_or_insert(self.pos);
+                    }
+                    if let Some(u) = self.commit(models, CommitReason::MaxLength)? {
+                        out.push(u);
+                    }
+                    if self.segmenter.in_speech() {
+                        // The speaker goes on: what follows is a new turn.
+                        self.turn = Some(Turn {
+                            start: self.pos,
+                            waiting_since: None,
+                            prob: 0.0,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.turn.is_none() {
+            self.trim();
+        }
+        Ok(())
+    }
+
+    /// Drops audio older than the pre-roll while no turn is in progress.
+    fn trim(&mut self) {
+        let keep_from = self
+            .pos
+            .saturating_sub(samples(self.config.pre_roll_ms) + CHUNK as u64);
+        if keep_from > self.origin {
+            let n = (keep_from - self.origin) as usize;
+            self.buf.drain(..n.min(self.buf.len()));
+            self.origin = keep_from;
+        }
+    }
+
+    /// The buffered audio between two stream positions.
+    fn audio(&self, from: u64, to: u64) -> &[f32] {
+        let a = from.max(self.origin) - self.origin;
+        let b = (to.max(self.origin) - self.origin).min(self.buf.len() as u64);
+        &self.buf[(a as usize).min(b as usize)..b as usize]
+    }
+
+    fn predict_turn(&mut self, models: &mut Models) -> Result<f32> {
+        let Some(turn) = self.turn else {
+            return Ok(0.0);
+        };
+        let from = turn.start.saturating_sub(samples(self.config.pre_roll_ms));
+        let t = Instant::now();
+        let start = (from.max(self.origin) - self.origin) as usize;
+        let end = ((self.pos - self.origin) as usize).min(self.buf.len());
+        let (prob, _) = models.turn.predict(&self.buf[start.min(end)..end])?;
+        self.stages.turn += t.elapsed().as_secs_f64() * 1e3;
+        Ok(prob)
+    }
+
+    fn commit(&mut self, models: &mut Models, reason: CommitReason) -> Result<Option<Utterance>> {
+        let Some(turn) = self.turn.take() else {
+            return Ok(None);
+        };
+        let end = turn.waiting_since.unwrap_or(self.pos);
+        let from = turn.start.saturating_sub(samples(self.config.pre_roll_ms));
+        let to = (end + samples(self.config.post_roll_ms)).min(self.pos);
+        let stages = std::mem::take(&mut self.stages);
+        let audio = self.audio(from, to);
+        let result = match guard::check_audio(&self.config.guard, audio) {
+            Err(rejection) => Err(rejection),
+            Ok(()) => {
+                let t = Instant::now();
+                let transcript = models.stt.transcribe(audio)?;
+                let stt_ms = t.elapsed().as_secs_f64() * 1e3;
+                guard::check_text(
+                    &self.config.guard,
+                    &transcript.text,
+                    transcript.no_speech_prob,
+                    transcript.avg_logprob,
+                )
+                .map(|text| (text, stt_ms))
+            }
+        };
+        self.trim();
+        match result {
+            Ok((transcript, stt)) => Ok(Some(Utterance {
+                start_ms: ms(turn.start),
+                end_ms: ms(end),
+                transcript,
+                turn_complete: turn.prob,
+                commit: reason,
+                stages_ms: StagesMs { stt, ..stages },
+            })),
+            Err(rejection) => {
+                tracing::debug!(
+                    reason = rejection.label(),
+                    start_ms = ms(turn.start),
+                    "turn dropped by the guard"
+                );
+                self.rejected.push(rejection);
+                Ok(None)
+            }
+        }
+    }
+}
