@@ -89,10 +89,16 @@ fn main() {
 
     // Whisper, whole utterance, both encoder-window policies.
     let mut stt = Vec::new();
-    for (label, ctx) in [("full", AudioCtx::Full), ("fit", AudioCtx::Fit { min: 0 })] {
+    let variants = [
+        ("full", AudioCtx::Full, false),
+        ("fit", AudioCtx::Fit { min: 0 }, true),
+        ("fit:384 default", AudioCtx::Fit { min: 384 }, true),
+    ];
+    for (label, audio_ctx, flash_attn) in variants {
         let config = SttConfig {
             threads,
-            audio_ctx: ctx,
+            audio_ctx,
+            flash_attn,
         };
         let mut whisper =
             Whisper::new(&paths.whisper, WhisperModel::TinyEn, config).expect("whisper");
@@ -102,7 +108,11 @@ fn main() {
             let t = Instant::now();
             let out = whisper.transcribe(audio).expect("stt");
             ms.push(t.elapsed().as_secs_f64() * 1e3);
-            wer.push(f64::from(word_error_rate(text, &out.text)));
+            let w = word_error_rate(text, &out.text);
+            if w > 0.3 {
+                eprintln!("  {label}: {text:?} heard as {:?}", out.text);
+            }
+            wer.push(f64::from(w));
         }
         stt.push((label, ms, wer));
     }

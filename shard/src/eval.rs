@@ -3,10 +3,30 @@
 use crate::listen::guard::normalize;
 
 const SMALL: [&str; 20] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
 ];
-const TENS: [&str; 10] = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
+const TENS: [&str; 10] = [
+    "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+];
 
 /// Spells whole numbers below 100 ("10" → "ten", "42" → "forty two"), so that a transcript
 /// writing digits is not counted wrong against a reference that spells them.
@@ -71,7 +91,10 @@ mod tests {
         assert_eq!(word_error_rate("a b c d", "a c d"), 0.25);
         assert_eq!(word_error_rate("a b", "a b c d"), 1.0);
         assert_eq!(word_error_rate("", ""), 0.0);
-        assert_eq!(word_error_rate("set it for ten minutes", "Set it for 10 minutes."), 0.0);
+        assert_eq!(
+            word_error_rate("set it for ten minutes", "Set it for 10 minutes."),
+            0.0
+        );
         assert_eq!(word_error_rate("forty two", "42"), 0.0);
     }
 

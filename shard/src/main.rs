@@ -49,9 +49,12 @@ struct TranscribeArgs {
     /// Directory with the models.
     #[arg(long, env = "VOICEBOT_MODELS_DIR")]
     models_dir: Option<PathBuf>,
-    /// Encoder window: `full`, `fit` or `fit:<min positions>`.
-    #[arg(long, default_value = "full", value_parser = parse_audio_ctx)]
+    /// Encoder window: `full`, `fit` or `fit:MIN`.
+    #[arg(long, default_value = "fit:384", value_parser = parse_audio_ctx)]
     audio_ctx: AudioCtx,
+    /// Disable whisper.cpp's flash attention.
+    #[arg(long)]
+    no_flash_attn: bool,
     /// Transcribe this many times and report each time (for benchmarking).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -89,9 +92,13 @@ struct PipelineArgs {
     /// How long an incomplete turn waits for more speech, ms.
     #[arg(long, default_value_t = 2000)]
     max_wait_ms: u32,
-    /// Encoder window: `full` (30 s) or `fit` (just the utterance, faster).
-    #[arg(long, default_value = "full", value_parser = parse_audio_ctx)]
+    /// Encoder window: `full` (30 s, whisper's default), `fit` (just the utterance) or
+    /// `fit:MIN` (the utterance, at least MIN positions of 20 ms).
+    #[arg(long, default_value = "fit:384", value_parser = parse_audio_ctx)]
     audio_ctx: AudioCtx,
+    /// Disable whisper.cpp's flash attention.
+    #[arg(long)]
+    no_flash_attn: bool,
     /// Audio kept before the detected start of speech, ms.
     #[arg(long, default_value_t = 400)]
     pre_roll_ms: u32,
@@ -143,6 +150,7 @@ fn run_pipeline(args: &PipelineArgs) -> anyhow::Result<()> {
     let stt = SttConfig {
         threads: args.threads,
         audio_ctx: args.audio_ctx,
+        flash_attn: !args.no_flash_attn,
     };
     let mut models = Models::load(paths, args.model, stt, args.threads)?;
     let config = ListenerConfig {
@@ -203,6 +211,7 @@ fn run_transcribe(args: &TranscribeArgs) -> anyhow::Result<()> {
     let config = SttConfig {
         threads: args.threads,
         audio_ctx: args.audio_ctx,
+        flash_attn: !args.no_flash_attn,
     };
     let mut whisper =
         voicebot_shard::listen::stt::Whisper::new(&paths.whisper, args.model, config)?;

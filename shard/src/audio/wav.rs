@@ -34,7 +34,7 @@ pub fn read_wav(path: &Path) -> Result<Pcm> {
         reason,
     };
     let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
-    decode_wav(std::io::BufReader::new(file)).map_err(|reason| err(reason))
+    decode_wav(std::io::BufReader::new(file)).map_err(err)
 }
 
 /// Decodes WAV bytes from any reader; the error is a sentence for the user.

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use voicebot_shard::audio;
-use voicebot_shard::listen::stt::{AudioCtx, SttConfig};
+use voicebot_shard::listen::stt::SttConfig;
 use voicebot_shard::listen::{Listener, ListenerConfig, Models, Utterance};
 use voicebot_shard::models::{ModelPaths, WhisperModel};
 
@@ -65,7 +65,7 @@ pub fn write_wav(path: &std::path::Path, samples: &[f32]) {
     w.finalize().expect("finalize");
 }
 
-/// The models, loaded once per test binary (tiny.en, 2 threads, encoder fitted to the clip).
+/// The models, loaded once per test binary (tiny.en, 2 threads, default settings).
 pub fn models() -> MutexGuard<'static, Models> {
     static MODELS: OnceLock<Mutex<Models>> = OnceLock::new();
     MODELS
@@ -75,7 +75,7 @@ pub fn models() -> MutexGuard<'static, Models> {
             );
             let stt = SttConfig {
                 threads: 2,
-                audio_ctx: AudioCtx::Fit { min: 0 },
+                ..SttConfig::default()
             };
             Mutex::new(Models::load(paths, WhisperModel::TinyEn, stt, 2).expect("load models"))
         })
