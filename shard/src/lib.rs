@@ -9,5 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod listen;
 pub mod models;
+pub mod openclaw;
+pub mod secret;
 
 pub use error::{Error, Result};
