@@ -1,7 +1,10 @@
 //! `voicebot-shard`: one pod of the voice-assistant fleet.
 //!
-//! Today it runs the listening pipeline on a file (`pipeline`); the Discord shard, the
-//! OpenClaw client and the conversation engine join it as further subcommands.
+//! Subcommands: `pipeline` (the listening pipeline on a WAV file), `transcribe` (Whisper
+//! alone), `ask` (one question to an agent through the OpenClaw gateway). The Discord shard and
+//! the conversation engine join them as they land.
+
+mod ask;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,6 +36,9 @@ enum Command {
     Pipeline(PipelineArgs),
     /// Transcribe a whole WAV file with Whisper alone (no VAD, no turn detection).
     Transcribe(TranscribeArgs),
+    /// Ask an agent through the OpenClaw gateway and stream the reply to stdout. The token
+    /// comes from $OPENCLAW_GATEWAY_TOKEN or --token-file.
+    Ask(ask::AskArgs),
 }
 
 #[derive(Args)]
@@ -128,6 +134,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Pipeline(args) => run_pipeline(&args),
         Command::Transcribe(args) => run_transcribe(&args),
+        Command::Ask(args) => ask::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

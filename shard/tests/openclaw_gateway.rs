@@ -102,7 +102,10 @@ async fn abort_mid_stream_stops_the_deltas() {
         .unwrap();
     // Wait for the reply to start.
     let first = reply.next().await.expect("stream ended early").unwrap();
-    assert!(matches!(first, ReplyEvent::Delta(_) | ReplyEvent::Replace(_)), "unexpected {first:?}");
+    assert!(
+        matches!(first, ReplyEvent::Delta(_) | ReplyEvent::Replace(_)),
+        "unexpected {first:?}"
+    );
     let aborted = client.abort(&key, reply.run_id()).await.unwrap();
     assert!(aborted, "the gateway should report the run aborted");
     let mut after_abort = 0;
@@ -305,4 +308,85 @@ async fn hostile_frames_are_errors_not_panics() {
         // Requests fail cleanly too, and the client can still be closed.
         client.close();
     }
+}
+
+fn ask(args: &[&str], token: &str, state: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_voicebot-shard"))
+        .arg("ask")
+        .args(args)
+        .env("OPENCLAW_GATEWAY_TOKEN", token)
+        .env("VOICEBOT_STATE_DIR", state)
+        .env_remove("OPENCLAW_GATEWAY_URL")
+        .output()
+        .expect("run voicebot-shard ask")
+}
+
+#[test]
+fn the_ask_command_streams_the_reply_and_keeps_secrets_out() {
+    let gw = gateway::shared_gateway();
+    let state = std::env::temp_dir().join(unique("voicebot-ask"));
+    let session = unique("cli");
+    let out = ask(
+        &[
+            "--gateway",
+            &gw.url,
+            "--agent",
+            "jarvis",
+            "--session",
+            &session,
+            "What",
+            "is",
+            "two",
+            "plus",
+            "two?",
+        ],
+        &gw.token,
+        &state,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim_end(), gateway::reply_text(), "stderr: {stderr}");
+    assert!(stderr.contains("first token"), "{stderr}");
+    assert!(
+        state.join("device.json").is_file(),
+        "device identity persisted"
+    );
+    assert!(!stdout.contains(&gw.token) && !stderr.contains(&gw.token));
+
+    let wrong = "wrong-token-abcdef0123456789";
+    let out = ask(
+        &["--gateway", &gw.url, "--agent", "jarvis", "hello"],
+        wrong,
+        &state,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("error:") && stderr.contains("token"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(wrong), "the token leaked: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A dead gateway is a clear error within the connect timeout, not a hang.
+    let out = ask(
+        &[
+            "--gateway",
+            "ws://127.0.0.1:9",
+            "--agent",
+            "jarvis",
+            "--connect-timeout-ms",
+            "2000",
+            "hello",
+        ],
+        &gw.token,
+        &state,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("error: cannot reach the gateway"),
+        "{stderr}"
+    );
 }

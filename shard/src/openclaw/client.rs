@@ -191,12 +191,15 @@ pub enum ReplyEvent {
 }
 
 type Pending = HashMap<String, oneshot::Sender<Result<Value, ClientError>>>;
+type RunSender = mpsc::Sender<Result<ChatEvent, ClientError>>;
+type RunReceiver = mpsc::Receiver<Result<ChatEvent, ClientError>>;
 
 struct Shared {
     config: ClientConfig,
     store: Arc<dyn CredentialStore>,
     pending: Mutex<Pending>,
-    runs: Mutex<HashMap<String, mpsc::Sender<Result<ChatEvent, ClientError>>>>,
+    /// Live reply streams: run id → (session key, sender).
+    runs: Mutex<HashMap<String, (String, RunSender)>>,
     outbound: Mutex<Option<mpsc::Sender<String>>>,
     status: watch::Sender<Status>,
     next_id: AtomicU64,
@@ -213,7 +216,7 @@ impl Shared {
         for (_, tx) in lock(&self.pending).drain() {
             let _ = tx.send(Err(ClientError::Disconnected));
         }
-        for (_, tx) in lock(&self.runs).drain() {
+        for (_, (_, tx)) in lock(&self.runs).drain() {
             let _ = tx.try_send(Err(ClientError::Disconnected));
         }
     }
@@ -359,21 +362,48 @@ impl GatewayClient {
         options: ChatOptions,
     ) -> Result<ReplyStream, ClientError> {
         let started = tokio::time::Instant::now();
+        let (run_id, rx, guard) = self
+            .send_run(session_key, message, options.interrupt)
+            .await?;
+        let config = &self.shared.config;
+        Ok(ReplyStream {
+            client: self.clone(),
+            rx,
+            run_id,
+            session_key: session_key.to_string(),
+            message: message.to_string(),
+            first_token_deadline: started + config.first_token_timeout,
+            reply_deadline: started + config.reply_timeout,
+            got_text: false,
+            text: String::new(),
+            done: false,
+            recovered: false,
+            _guard: guard,
+        })
+    }
+
+    /// `chat.send` with a fresh run id whose events are routed to the returned receiver.
+    async fn send_run(
+        &self,
+        session_key: &str,
+        message: &str,
+        interrupt: bool,
+    ) -> Result<(String, RunReceiver, RunGuard), ClientError> {
         let run_id = new_run_id();
         let (tx, rx) = mpsc::channel(1024);
-        lock(&self.shared.runs).insert(run_id.clone(), tx);
+        lock(&self.shared.runs).insert(run_id.clone(), (session_key.to_string(), tx));
+        let guard = RunGuard {
+            shared: self.shared.clone(),
+            run_id: run_id.clone(),
+        };
         let mut params = json!({
             "sessionKey": session_key,
             "message": message,
             "idempotencyKey": run_id,
         });
-        if options.interrupt {
+        if interrupt {
             params["queueMode"] = json!("interrupt");
         }
-        let guard = RunGuard {
-            shared: self.shared.clone(),
-            run_id: run_id.clone(),
-        };
         let payload = self.request("chat.send", params).await?;
         tracing::debug!(run_id, ?payload, "chat.send accepted");
         let gateway_run = payload
@@ -385,19 +415,14 @@ impl GatewayClient {
                 "chat.send answered for another run ({gateway_run})"
             )));
         }
-        let config = &self.shared.config;
-        Ok(ReplyStream {
-            client: self.clone(),
-            rx,
-            run_id,
-            session_key: session_key.to_string(),
-            first_token_deadline: started + config.first_token_timeout,
-            reply_deadline: started + config.reply_timeout,
-            got_text: false,
-            text: String::new(),
-            done: false,
-            _guard: guard,
-        })
+        Ok((run_id, rx, guard))
+    }
+
+    /// Whether another live reply stream of ours is in `session_key`.
+    fn other_run_in(&self, session_key: &str, run_id: &str) -> bool {
+        lock(&self.shared.runs)
+            .iter()
+            .any(|(id, (key, _))| id != run_id && key == session_key)
     }
 
     /// Aborts a run (barge-in). Returns whether the gateway aborted something.
@@ -449,9 +474,12 @@ impl Drop for RunGuard {
 /// The streamed reply of one run.
 pub struct ReplyStream {
     client: GatewayClient,
-    rx: mpsc::Receiver<Result<ChatEvent, ClientError>>,
+    rx: RunReceiver,
     run_id: String,
     session_key: String,
+    message: String,
+    /// The one-time recovery from a wedged session has been used.
+    recovered: bool,
     first_token_deadline: tokio::time::Instant,
     reply_deadline: tokio::time::Instant,
     got_text: bool,
@@ -540,6 +568,42 @@ impl ReplyStream {
                     }
                     self.text.push_str(&delta);
                     return Some(Ok(ReplyEvent::Delta(delta)));
+                }
+                ChatState::Final
+                    if !self.got_text
+                        && !self.recovered
+                        && event.message_text.as_deref().is_none_or(str::is_empty)
+                        && !self.client.other_run_in(&self.session_key, &self.run_id) =>
+                {
+                    // An empty final before any text, while we have no other run in this
+                    // session: the message was steered into a run we do not own — typically
+                    // one left active by a gateway that crashed mid-reply. Clear the session
+                    // and send once more, interrupting whatever is left.
+                    self.recovered = true;
+                    tracing::info!(session = %self.session_key, "message absorbed by a stale run; clearing the session and resending");
+                    if let Err(e) = self
+                        .client
+                        .request("chat.abort", json!({"sessionKey": self.session_key}))
+                        .await
+                    {
+                        tracing::debug!(error = %e, "could not clear the session");
+                    }
+                    match self
+                        .client
+                        .send_run(&self.session_key, &self.message, true)
+                        .await
+                    {
+                        Ok((run_id, rx, guard)) => {
+                            self.run_id = run_id;
+                            self.rx = rx;
+                            self._guard = guard;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.done = true;
+                            return Some(Err(e));
+                        }
+                    }
                 }
                 ChatState::Final => {
                     self.done = true;
@@ -921,7 +985,7 @@ async fn pump(
                             tracing::debug!("chat event without run id or state");
                             continue;
                         };
-                        let tx = lock(&shared.runs).get(&chat.run_id).cloned();
+                        let tx = lock(&shared.runs).get(&chat.run_id).map(|(_, tx)| tx.clone());
                         if let Some(tx) = tx
                             && tx.try_send(Ok(chat)).is_err()
                         {

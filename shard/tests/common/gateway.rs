@@ -290,15 +290,18 @@ impl Gateway {
             node.is_file() && entry.is_file(),
             "the OpenClaw gateway is not installed: run scripts/setup.sh (the README's test command does)"
         );
-        // The shell wrapper ends the gateway when our stdin pipe closes, i.e. when the test
+        // The gateway runs in its own process group (setsid), whose id the wrapper records;
+        // the wrapper stops the whole group when our stdin pipe closes, i.e. when the test
         // process exits, however it exits.
         let script = format!(
-            "\"{node}\" \"{entry}\" gateway run --port {port} --bind loopback --auth token >>\"{log}\" 2>&1 & pid=$!; \
-             cat >/dev/null; kill $pid 2>/dev/null; sleep 2; kill -9 $pid 2>/dev/null",
+            "setsid \"{node}\" \"{entry}\" gateway run --port {port} --bind loopback --auth token >>\"{log}\" 2>&1 & \
+             pid=$!; echo $pid > \"{pidfile}\"; cat >/dev/null; kill -TERM -- -$pid 2>/dev/null; sleep 2; \
+             kill -9 -- -$pid 2>/dev/null",
             node = node.display(),
             entry = entry.display(),
             port = self.port,
             log = self.dir.join("stdout.log").display(),
+            pidfile = self.dir.join("gateway.pid").display(),
         );
         let d = &self.dir;
         let child = Command::new("sh")
@@ -348,15 +351,21 @@ impl Gateway {
             .join("\n")
     }
 
-    /// Kills the gateway hard (SIGKILL of the whole wrapper's child).
+    /// SIGKILLs the gateway's process group (a crash, not a graceful stop); returns at once.
+    pub fn crash(&self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("gateway.pid")) {
+            let _ = Command::new("kill")
+                .args(["-9", "--", &format!("-{}", pid.trim())])
+                .status();
+        }
+    }
+
+    /// Kills the gateway hard and waits until it is gone.
     pub fn kill(&self) {
         let mut child = self.child.lock().unwrap();
         if let Some(mut c) = child.take() {
-            // Closing stdin ends the wrapper's `cat`, which stops the gateway; make it quick.
+            self.crash();
             drop(c.stdin.take());
-            let _ = Command::new("pkill")
-                .args(["-9", "-f", &format!("--port {}", self.port)])
-                .status();
             let _ = c.wait();
         }
         let start = Instant::now();
@@ -367,8 +376,8 @@ impl Gateway {
         }
     }
 
-    /// Starts it again on the same port with the same state.
-    pub fn restart(&self) {
+    /// Starts it again on the same port with the same state (after [`Gateway::kill`]).
+    pub fn restart_in_place(&self) {
         self.kill();
         self.spawn();
     }
