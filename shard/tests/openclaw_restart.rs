@@ -81,7 +81,7 @@ async fn killed_gateway_ends_runs_and_the_client_reconnects() {
         restarted.elapsed()
     ));
     assert!(
-        matches!(client.status(), Status::Connected { generation: 2, .. }),
+        matches!(client.status(), Status::Connected { generation, .. } if generation >= 2),
         "{:?}",
         client.status()
     );
