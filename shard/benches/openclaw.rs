@@ -1,0 +1,82 @@
+//! OpenClaw client latency against a real gateway and the fake model server.
+//!
+//! `cargo bench -p voicebot-shard --bench openclaw` (after `scripts/setup.sh`). Prints, over 50
+//! requests on a warm session: the fake model's first token → the client's first delta (the
+//! gateway's own processing and its ~75 ms delta throttle included), the client's share of it
+//! (WebSocket frame received → delta handed to the reply stream), `chat.send` → first delta,
+//! and the time to connect (TCP + WebSocket + signed handshake) over 10 connections.
+#![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "../tests/common/gateway.rs"]
+mod gateway;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use voicebot_shard::eval::percentile;
+use voicebot_shard::openclaw::device::MemoryStore;
+use voicebot_shard::openclaw::{ChatOptions, ClientConfig, GatewayClient, ReplyEvent, session_key};
+use voicebot_shard::secret::Secret;
+
+fn summary(name: &str, unit: &str, v: &[f64]) {
+    let p = |q| percentile(v, q).unwrap_or(f64::NAN);
+    println!("{name:<52} p50 {:>8.2} {unit}  p95 {:>8.2} {unit}  (n={})", p(50.0), p(95.0), v.len());
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let gw = gateway::Gateway::start();
+    let model = gateway::fake_model();
+    let config = || {
+        let mut c = ClientConfig::new(&gw.url, Some(Secret::new(&gw.token)));
+        c.connect_timeout = Duration::from_secs(60);
+        c.request_timeout = Duration::from_secs(60);
+        c.first_token_timeout = Duration::from_secs(60);
+        c
+    };
+    rt.block_on(async {
+        // Connect time (the first connection also waits out the gateway's start-up).
+        let first = GatewayClient::start(config(), Arc::new(MemoryStore::new().unwrap()));
+        first.wait_connected(Duration::from_secs(90)).await.unwrap();
+        let mut connect_ms = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let c = GatewayClient::start(config(), Arc::new(MemoryStore::new().unwrap()));
+            c.wait_connected(Duration::from_secs(30)).await.unwrap();
+            connect_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            c.close();
+        }
+
+        let key = session_key("jarvis", "bench", "latency");
+        first.chat(&key, "warm up", ChatOptions::default()).await.unwrap().collect().await.unwrap();
+        let (mut model_to_client, mut dispatch_us, mut send_to_first) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..50 {
+            let before = model.first_tokens.lock().unwrap().len();
+            let sent = Instant::now();
+            let mut reply = first.chat(&key, &format!("question {i}"), ChatOptions::default()).await.unwrap();
+            let mut first_delta = None;
+            while let Some(event) = reply.next().await {
+                match event.unwrap() {
+                    ReplyEvent::Delta(_) | ReplyEvent::Replace(_) if first_delta.is_none() => {
+                        first_delta = Some(Instant::now());
+                        dispatch_us.push(first.last_dispatch_us() as f64);
+                    }
+                    _ => {}
+                }
+            }
+            let first_delta = first_delta.expect("a delta");
+            let model_first = model.first_tokens.lock().unwrap().get(before).copied().expect("model token");
+            model_to_client.push(first_delta.duration_since(model_first).as_secs_f64() * 1e3);
+            send_to_first.push(first_delta.duration_since(sent).as_secs_f64() * 1e3);
+        }
+        println!("OpenClaw client against openclaw@2026.9.6 (fake model), 2 worker threads\n");
+        summary("connect (TCP + WebSocket + signed handshake)", "ms", &connect_ms);
+        summary("model first token -> client first delta", "ms", &model_to_client);
+        summary("  of which the client (frame in -> stream)", "µs", &dispatch_us);
+        summary("chat.send -> first delta (gateway + model)", "ms", &send_to_first);
+        first.close();
+    });
+}
