@@ -20,14 +20,23 @@ use voicebot_shard::secret::Secret;
 
 fn summary(name: &str, unit: &str, v: &[f64]) {
     let p = |q| percentile(v, q).unwrap_or(f64::NAN);
-    println!("{name:<52} p50 {:>8.2} {unit}  p95 {:>8.2} {unit}  (n={})", p(50.0), p(95.0), v.len());
+    println!(
+        "{name:<52} p50 {:>8.2} {unit}  p95 {:>8.2} {unit}  (n={})",
+        p(50.0),
+        p(95.0),
+        v.len()
+    );
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let gw = gateway::Gateway::start();
     let model = gateway::fake_model();
     let config = || {
@@ -51,12 +60,22 @@ fn main() {
         }
 
         let key = session_key("jarvis", "bench", "latency");
-        first.chat(&key, "warm up", ChatOptions::default()).await.unwrap().collect().await.unwrap();
-        let (mut model_to_client, mut dispatch_us, mut send_to_first) = (Vec::new(), Vec::new(), Vec::new());
+        first
+            .chat(&key, "warm up", ChatOptions::default())
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let (mut model_to_client, mut dispatch_us, mut send_to_first) =
+            (Vec::new(), Vec::new(), Vec::new());
         for i in 0..50 {
             let before = model.first_tokens.lock().unwrap().len();
             let sent = Instant::now();
-            let mut reply = first.chat(&key, &format!("question {i}"), ChatOptions::default()).await.unwrap();
+            let mut reply = first
+                .chat(&key, &format!("question {i}"), ChatOptions::default())
+                .await
+                .unwrap();
             let mut first_delta = None;
             while let Some(event) = reply.next().await {
                 match event.unwrap() {
@@ -68,15 +87,37 @@ fn main() {
                 }
             }
             let first_delta = first_delta.expect("a delta");
-            let model_first = model.first_tokens.lock().unwrap().get(before).copied().expect("model token");
+            let model_first = model
+                .first_tokens
+                .lock()
+                .unwrap()
+                .get(before)
+                .copied()
+                .expect("model token");
             model_to_client.push(first_delta.duration_since(model_first).as_secs_f64() * 1e3);
             send_to_first.push(first_delta.duration_since(sent).as_secs_f64() * 1e3);
         }
         println!("OpenClaw client against openclaw@2026.9.6 (fake model), 2 worker threads\n");
-        summary("connect (TCP + WebSocket + signed handshake)", "ms", &connect_ms);
-        summary("model first token -> client first delta", "ms", &model_to_client);
-        summary("  of which the client (frame in -> stream)", "µs", &dispatch_us);
-        summary("chat.send -> first delta (gateway + model)", "ms", &send_to_first);
+        summary(
+            "connect (TCP + WebSocket + signed handshake)",
+            "ms",
+            &connect_ms,
+        );
+        summary(
+            "model first token -> client first delta",
+            "ms",
+            &model_to_client,
+        );
+        summary(
+            "  of which the client (frame in -> stream)",
+            "µs",
+            &dispatch_us,
+        );
+        summary(
+            "chat.send -> first delta (gateway + model)",
+            "ms",
+            &send_to_first,
+        );
         first.close();
     });
 }
