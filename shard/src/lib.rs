@@ -5,6 +5,7 @@
 //! Discord, Redis or Kubernetes; see `ARCHITECTURE.md` for the whole picture.
 
 pub mod audio;
+pub mod converse;
 pub mod error;
 pub mod eval;
 pub mod listen;
