@@ -12,5 +12,6 @@ pub mod listen;
 pub mod models;
 pub mod openclaw;
 pub mod secret;
+pub mod speak;
 
 pub use error::{Error, Result};

@@ -52,7 +52,11 @@ impl Transcript {
 
     /// Drops lines older than the window at `now_ms`.
     pub fn expire(&mut self, now_ms: u64) {
-        while self.lines.front().is_some_and(|l| now_ms.saturating_sub(l.at_ms) > self.max_age_ms) {
+        while self
+            .lines
+            .front()
+            .is_some_and(|l| now_ms.saturating_sub(l.at_ms) > self.max_age_ms)
+        {
             self.lines.pop_front();
         }
     }
@@ -104,7 +108,10 @@ mod tests {
         }
         assert_eq!(t.len(), 3);
         t.push(20_000, "bob", "later");
-        assert_eq!(t.lines().map(|l| l.text.as_str()).collect::<Vec<_>>(), vec!["later"]);
+        assert_eq!(
+            t.lines().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+            vec!["later"]
+        );
     }
 
     #[test]
@@ -113,7 +120,10 @@ mod tests {
         t.push(0, "ann", "I think it will rain.");
         t.push(1000, "bob", "Jarvis, will it rain?");
         let p = t.prompt_for("bob", "Jarvis, will it rain?");
-        assert!(p.contains("ann: I think it will rain.") && p.ends_with("bob: Jarvis, will it rain?"), "{p}");
+        assert!(
+            p.contains("ann: I think it will rain.") && p.ends_with("bob: Jarvis, will it rain?"),
+            "{p}"
+        );
         assert_eq!(Transcript::default().prompt_for("bob", "hi"), "bob: hi");
     }
 }

@@ -39,11 +39,12 @@ pub struct NameMatch {
 pub struct CommonWords(HashSet<String>);
 
 const BUILT_IN_COMMON: &[&str] = &[
-    "service", "nervous", "jars", "jar", "purpose", "harvest", "travis", "davis", "jobs", "james", "jersey",
-    "marvels", "marvel", "carvings", "service", "surface", "thesis", "chris", "jeremy", "page", "stage", "sage",
-    "safe", "save", "same", "say", "says", "cage", "age", "edge", "siege", "sake", "sales", "sail", "sang",
-    "sing", "sync", "sink", "stays", "days", "ways", "pays", "raise", "gaze", "jazz", "just", "judge", "charge",
-    "large", "garage", "message", "manage", "image", "usage", "village", "this", "his", "is", "was", "vest",
+    "service", "nervous", "jars", "jar", "purpose", "harvest", "travis", "davis", "jobs", "james",
+    "jersey", "marvels", "marvel", "carvings", "service", "surface", "thesis", "chris", "jeremy",
+    "page", "stage", "sage", "safe", "save", "same", "say", "says", "cage", "age", "edge", "siege",
+    "sake", "sales", "sail", "sang", "sing", "sync", "sink", "stays", "days", "ways", "pays",
+    "raise", "gaze", "jazz", "just", "judge", "charge", "large", "garage", "message", "manage",
+    "image", "usage", "village", "this", "his", "is", "was", "vest",
 ];
 
 impl CommonWords {
@@ -121,7 +122,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.iter().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -189,7 +192,10 @@ impl NameMatcher {
         for target in &self.targets {
             let n = target.words.len();
             // Exact, possibly multi-word ("hey jarvis").
-            if words.windows(n).any(|w| w.iter().zip(&target.words).all(|(a, b)| a == b)) {
+            if words
+                .windows(n)
+                .any(|w| w.iter().zip(&target.words).all(|(a, b)| a == b))
+            {
                 return Some(NameMatch {
                     name: target.display.clone(),
                     heard: target.words.join(" "),
@@ -209,7 +215,9 @@ impl NameMatcher {
                 // "Jar vis": two words that spell the name (or nearly).
                 if let Some(next) = words.get(i + 1) {
                     let joined = format!("{w}{next}");
-                    if joined == target.joined || (!self.common.contains(&joined) && self.fuzzy(&joined, target)) {
+                    if joined == target.joined
+                        || (!self.common.contains(&joined) && self.fuzzy(&joined, target))
+                    {
                         return Some(NameMatch {
                             name: target.display.clone(),
                             heard: format!("{w} {next}"),
@@ -260,13 +268,18 @@ mod tests {
             "We visited Paris last year.",
             "",
         ] {
-            assert!(m.find(heard).is_none(), "{heard:?} should not match: {:?}", m.find(heard));
+            assert!(
+                m.find(heard).is_none(),
+                "{heard:?} should not match: {:?}",
+                m.find(heard)
+            );
         }
     }
 
     #[test]
     fn whisper_vocabulary_marks_common_words() {
-        let common = CommonWords::from_whisper_vocabulary("Ġthe\nĠservice\nĠJar\nvis\n<|endoftext|>\n");
+        let common =
+            CommonWords::from_whisper_vocabulary("Ġthe\nĠservice\nĠJar\nvis\n<|endoftext|>\n");
         assert!(common.contains("service") && common.contains("jar"));
         assert!(!common.contains("vis"), "word pieces are not words");
     }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use super::names::{NameMatch, NameMatcher};
 
 /// How readily the bot joins in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Sensitivity {
     /// Only when addressed by name (or solo / follow-up).
@@ -24,7 +26,9 @@ impl std::str::FromStr for Sensitivity {
             "low" => Ok(Self::Low),
             "medium" => Ok(Self::Medium),
             "high" => Ok(Self::High),
-            other => Err(format!("unknown sensitivity {other:?} (low, medium or high)")),
+            other => Err(format!(
+                "unknown sensitivity {other:?} (low, medium or high)"
+            )),
         }
     }
 }
@@ -163,7 +167,12 @@ impl Relevance {
 
     /// The decisions that need no classifier; `None` means "ask the classifier".
     pub fn decide_fast(&self, turn: &Turn<'_>, sensitivity: Sensitivity) -> Option<Decision> {
-        let yes = |reason| Some(Decision { addressed: true, reason });
+        let yes = |reason| {
+            Some(Decision {
+                addressed: true,
+                reason,
+            })
+        };
         if super::super::listen::guard::normalize(turn.text).is_empty() {
             return Some(Decision {
                 addressed: false,
@@ -192,7 +201,12 @@ impl Relevance {
     }
 
     /// The full decision, asking `classifier` when the fast path cannot decide.
-    pub async fn decide(&self, turn: &Turn<'_>, sensitivity: Sensitivity, classifier: Option<&dyn Classifier>) -> Decision {
+    pub async fn decide(
+        &self,
+        turn: &Turn<'_>,
+        sensitivity: Sensitivity,
+        classifier: Option<&dyn Classifier>,
+    ) -> Decision {
         let decision = match self.decide_fast(turn, sensitivity) {
             Some(d) => d,
             None => {
@@ -209,17 +223,26 @@ impl Relevance {
                     .await
                     {
                         Ok(result) => result,
-                        Err(_) => Err(format!("timed out after {:?}", self.config.classifier_timeout)),
+                        Err(_) => Err(format!(
+                            "timed out after {:?}",
+                            self.config.classifier_timeout
+                        )),
                     },
                 };
                 match outcome {
                     Ok(confidence) if confidence >= threshold => Decision {
                         addressed: true,
-                        reason: Reason::Classifier { confidence, threshold },
+                        reason: Reason::Classifier {
+                            confidence,
+                            threshold,
+                        },
                     },
                     Ok(confidence) => Decision {
                         addressed: false,
-                        reason: Reason::BelowThreshold { confidence, threshold },
+                        reason: Reason::BelowThreshold {
+                            confidence,
+                            threshold,
+                        },
                     },
                     Err(error) => Decision {
                         addressed: false,
@@ -239,7 +262,11 @@ mod tests {
     use super::*;
 
     fn relevance() -> Relevance {
-        Relevance::new("jarvis", NameMatcher::new(&["Jarvis"], CommonWords::built_in()), RelevanceConfig::default())
+        Relevance::new(
+            "jarvis",
+            NameMatcher::new(&["Jarvis"], CommonWords::built_in()),
+            RelevanceConfig::default(),
+        )
     }
 
     fn turn<'a>(text: &'a str, humans: usize, last: Option<(&'a str, u64)>) -> Turn<'a> {
@@ -260,7 +287,8 @@ mod tests {
             _: &'a str,
             _: &'a str,
             _: &'a str,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<f32, String>> + Send + 'a>> {
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<f32, String>> + Send + 'a>>
+        {
             Box::pin(async move {
                 tokio::time::sleep(self.1).await;
                 self.0.clone()
@@ -271,19 +299,42 @@ mod tests {
     #[tokio::test]
     async fn name_solo_and_follow_up() {
         let r = relevance();
-        let d = r.decide(&turn("Jervis, what's up?", 3, None), Sensitivity::Low, None).await;
+        let d = r
+            .decide(&turn("Jervis, what's up?", 3, None), Sensitivity::Low, None)
+            .await;
         assert!(d.addressed && d.reason.label() == "name");
-        let d = r.decide(&turn("what's up?", 1, None), Sensitivity::Low, None).await;
+        let d = r
+            .decide(&turn("what's up?", 1, None), Sensitivity::Low, None)
+            .await;
         assert_eq!(d.reason, Reason::Solo);
-        let d = r.decide(&turn("and tomorrow?", 3, Some(("ann", 2_000))), Sensitivity::Low, None).await;
+        let d = r
+            .decide(
+                &turn("and tomorrow?", 3, Some(("ann", 2_000))),
+                Sensitivity::Low,
+                None,
+            )
+            .await;
         assert_eq!(d.reason, Reason::FollowUp { since_ms: 8_000 });
-        let d = r.decide(&turn("and tomorrow?", 3, Some(("bob", 2_000))), Sensitivity::Low, None).await;
-        assert_eq!(d.reason, Reason::NotAddressed, "someone else's follow-up needs the name");
+        let d = r
+            .decide(
+                &turn("and tomorrow?", 3, Some(("bob", 2_000))),
+                Sensitivity::Low,
+                None,
+            )
+            .await;
+        assert_eq!(
+            d.reason,
+            Reason::NotAddressed,
+            "someone else's follow-up needs the name"
+        );
         let late = Turn {
             at_ms: 30_000,
             ..turn("and tomorrow?", 3, Some(("ann", 2_000)))
         };
-        assert!(!r.decide(&late, Sensitivity::Low, None).await.addressed, "the window has closed");
+        assert!(
+            !r.decide(&late, Sensitivity::Low, None).await.addressed,
+            "the window has closed"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -291,16 +342,36 @@ mod tests {
         let r = relevance();
         let t = turn("what's the capital of Peru?", 3, None);
         let c = Fixed(Ok(0.6), Duration::ZERO);
-        assert!(!r.decide(&t, Sensitivity::Medium, Some(&c)).await.addressed, "0.6 < medium 0.8");
-        assert!(r.decide(&t, Sensitivity::High, Some(&c)).await.addressed, "0.6 >= high 0.5");
-        assert!(!r.decide(&t, Sensitivity::Low, Some(&c)).await.addressed, "low never asks");
+        assert!(
+            !r.decide(&t, Sensitivity::Medium, Some(&c)).await.addressed,
+            "0.6 < medium 0.8"
+        );
+        assert!(
+            r.decide(&t, Sensitivity::High, Some(&c)).await.addressed,
+            "0.6 >= high 0.5"
+        );
+        assert!(
+            !r.decide(&t, Sensitivity::Low, Some(&c)).await.addressed,
+            "low never asks"
+        );
         let slow = Fixed(Ok(1.0), Duration::from_secs(5));
         let d = r.decide(&t, Sensitivity::High, Some(&slow)).await;
-        assert!(matches!(d.reason, Reason::ClassifierUnavailable { .. }), "{d:?}");
+        assert!(
+            matches!(d.reason, Reason::ClassifierUnavailable { .. }),
+            "{d:?}"
+        );
         let broken = Fixed(Err("HTTP 500".into()), Duration::ZERO);
-        assert!(!r.decide(&t, Sensitivity::High, Some(&broken)).await.addressed);
+        assert!(
+            !r.decide(&t, Sensitivity::High, Some(&broken))
+                .await
+                .addressed
+        );
         // A name still works when the classifier is down.
         let named = turn("Jarvis, capital of Peru?", 3, None);
-        assert!(r.decide(&named, Sensitivity::High, Some(&broken)).await.addressed);
+        assert!(
+            r.decide(&named, Sensitivity::High, Some(&broken))
+                .await
+                .addressed
+        );
     }
 }

@@ -1,0 +1,3 @@
+//! The speaking half: reply text → sentences → speech.
+
+pub mod sentences;

@@ -1,0 +1,265 @@
+//! Streaming sentence splitter: reply deltas in, speakable sentences out, as soon as each is
+//! complete, so text-to-speech can start while the model is still writing.
+//!
+//! Boundaries are `.`, `!`, `?` (and `…`) followed by whitespace, and line breaks. Not
+//! boundaries: abbreviations ("Dr.", "e.g.", "U.S."), initials ("J. R. R."), decimals ("3.14"),
+//! list numbers ("1. "). The first sentence may be cut at a comma once it has a few words, so
+//! the first audio comes sooner. Markdown (emphasis, code, headings, links, bullets) and emoji
+//! are removed; nothing that has words is ever dropped, however short ("Sure.").
+
+const ABBREVIATIONS: &[&str] = &[
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "etc", "eg", "ie", "approx",
+    "dept", "est", "fig", "inc", "ltd", "co", "corp", "no", "vol", "jan", "feb", "mar", "apr",
+    "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "am", "pm", "us", "uk", "eu",
+];
+
+/// Splits a streamed reply into sentences.
+#[derive(Debug, Clone)]
+pub struct SentenceSplitter {
+    buf: String,
+    emitted: usize,
+    /// Cut the first sentence at a comma once it has this many words (0 = never).
+    first_clause_words: usize,
+}
+
+impl Default for SentenceSplitter {
+    fn default() -> Self {
+        Self::new(4)
+    }
+}
+
+fn is_abbreviation(word: &str) -> bool {
+    let bare: String = word
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect::<String>()
+        .to_lowercase();
+    if bare.is_empty() {
+        return false;
+    }
+    // Initials and dotted abbreviations: "J.", "U.S.", "e.g.".
+    let letters_between_dots = word
+        .trim_end_matches('.')
+        .split('.')
+        .all(|p| p.chars().count() == 1);
+    (bare.chars().count() == 1 && bare.chars().all(char::is_alphabetic))
+        || (word.matches('.').count() >= 2 && letters_between_dots)
+        || ABBREVIATIONS.contains(&bare.as_str())
+}
+
+impl SentenceSplitter {
+    /// A splitter; see [`SentenceSplitter::default`] for the usual setting.
+    pub fn new(first_clause_words: usize) -> Self {
+        Self {
+            buf: String::new(),
+            emitted: 0,
+            first_clause_words,
+        }
+    }
+
+    /// Adds reply text; returns the sentences it completed.
+    pub fn push(&mut self, delta: &str) -> Vec<String> {
+        self.buf.push_str(delta);
+        let mut out = Vec::new();
+        while let Some(end) = self.boundary() {
+            let raw: String = self.buf.drain(..end).collect();
+            if let Some(s) = clean(&raw) {
+                out.push(s);
+                self.emitted += 1;
+            }
+        }
+        out
+    }
+
+    /// Ends the reply; returns what is left as a last sentence.
+    pub fn finish(&mut self) -> Option<String> {
+        let raw = std::mem::take(&mut self.buf);
+        let s = clean(&raw)?;
+        self.emitted += 1;
+        Some(s)
+    }
+
+    /// Byte index just past the first complete sentence in the buffer.
+    fn boundary(&self) -> Option<usize> {
+        let text = &self.buf;
+        let chars: Vec<(usize, char)> = text.char_indices().collect();
+        for (k, &(i, c)) in chars.iter().enumerate() {
+            let next = chars.get(k + 1).map(|&(_, n)| n);
+            let after = i + c.len_utf8();
+            match c {
+                '\n' => {
+                    if text[..i].trim().is_empty() {
+                        continue;
+                    }
+                    return Some(after);
+                }
+                '.' | '!' | '?' | '…' => {
+                    // Need to see what follows before deciding (the delta may end here).
+                    let Some(n) = next else { return None };
+                    if !n.is_whitespace() && !matches!(n, '"' | '\'' | ')' | '”' | '’') {
+                        continue; // 3.14, e.g.x, "...?!"
+                    }
+                    if c == '.' {
+                        let word_start = text[..i].rfind(char::is_whitespace).map_or(0, |w| w + 1);
+                        let word = &text[word_start..after];
+                        let line_start = text[..i].rfind('\n').map_or(0, |l| l + 1);
+                        let is_list_number = text[line_start..i]
+                            .trim()
+                            .chars()
+                            .all(|d| d.is_ascii_digit())
+                            && !text[line_start..i].trim().is_empty();
+                        if is_abbreviation(word) || is_list_number {
+                            continue;
+                        }
+                    }
+                    // Include a closing quote or bracket.
+                    let end = match n {
+                        '"' | '\'' | ')' | '”' | '’' => after + n.len_utf8(),
+                        _ => after,
+                    };
+                    return Some(end);
+                }
+                ',' | ';' | ':' if self.emitted == 0 && self.first_clause_words > 0 => {
+                    if next.is_some_and(char::is_whitespace)
+                        && text[..i].split_whitespace().count() >= self.first_clause_words
+                    {
+                        return Some(after);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+fn is_emoji(c: char) -> bool {
+    matches!(c as u32,
+        0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2B00..=0x2BFF | 0xFE0F | 0x200D | 0x1F1E6..=0x1F1FF | 0x2190..=0x21FF)
+}
+
+/// Markdown and emoji out; `None` when no word is left.
+pub fn clean(raw: &str) -> Option<String> {
+    let mut s = String::with_capacity(raw.len());
+    for line in raw.lines() {
+        let mut l = line.trim();
+        if l.starts_with("```") {
+            continue;
+        }
+        l = l.trim_start_matches('#').trim_start();
+        for bullet in ["- ", "* ", "+ ", "> "] {
+            if let Some(rest) = l.strip_prefix(bullet) {
+                l = rest;
+            }
+        }
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str(l);
+    }
+    // [text](url) -> text
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s.as_str();
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find("](").map(|c| open + c) else {
+            break;
+        };
+        let Some(end) = rest[close..].find(')').map(|e| close + e) else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        out.push_str(&rest[open + 1..close]);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    let out: String = out
+        .chars()
+        .filter(|c| !matches!(c, '*' | '_' | '`' | '~') && !is_emoji(*c))
+        .collect();
+    let mut out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    // What was removed may leave "today ." behind.
+    for p in [" .", " ,", " !", " ?", " ;", " :"] {
+        out = out.replace(p, &p[1..]);
+    }
+    out.chars().any(char::is_alphanumeric).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_stream(text: &str, chunk: usize) -> Vec<String> {
+        let mut s = SentenceSplitter::new(0);
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = Vec::new();
+        for piece in chars.chunks(chunk) {
+            out.extend(s.push(&piece.iter().collect::<String>()));
+        }
+        out.extend(s.finish());
+        out
+    }
+
+    #[test]
+    fn splits_sentences_whatever_the_delta_size() {
+        let text =
+            "Sure. Dr. Smith lives at 221 B St. in London! Pi is 3.14, roughly. Is that all? Yes.";
+        let expected = vec![
+            "Sure.",
+            "Dr. Smith lives at 221 B St. in London!",
+            "Pi is 3.14, roughly.",
+            "Is that all?",
+            "Yes.",
+        ];
+        for chunk in [1, 3, 7, 1000] {
+            assert_eq!(split_stream(text, chunk), expected, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn abbreviations_initials_and_lists() {
+        assert_eq!(
+            split_stream(
+                "Bring snacks, e.g. chips and dips. J. R. R. Tolkien wrote it. The U.S. team won.",
+                5
+            ),
+            vec![
+                "Bring snacks, e.g. chips and dips.",
+                "J. R. R. Tolkien wrote it.",
+                "The U.S. team won."
+            ]
+        );
+        assert_eq!(
+            split_stream("You need:\n1. flour\n2. eggs\n- a **big** bowl\n", 4),
+            vec!["You need:", "1. flour", "2. eggs", "a big bowl"]
+        );
+    }
+
+    #[test]
+    fn markdown_and_emoji_are_removed_and_nothing_is_lost() {
+        assert_eq!(
+            split_stream(
+                "## Weather 🌦️\nIt's *sunny* in `Paris` today 😀. See [the forecast](https://x.y/z).",
+                6
+            ),
+            vec!["Weather", "It's sunny in Paris today.", "See the forecast."]
+        );
+        assert_eq!(split_stream("Ok", 1), vec!["Ok"]);
+        assert!(split_stream("🎉🎉 ... ", 2).is_empty());
+    }
+
+    #[test]
+    fn the_first_clause_can_go_early() {
+        let mut s = SentenceSplitter::new(4);
+        assert!(s.push("Well, that").is_empty(), "too short to cut");
+        let first = s.push(" is a good question, and the answer is long");
+        assert_eq!(first, vec!["Well, that is a good question,"]);
+        assert!(
+            s.push(", with commas").is_empty(),
+            "only the first sentence is cut early"
+        );
+        assert_eq!(
+            s.push(". Next."),
+            vec!["and the answer is long, with commas."]
+        );
+    }
+}
