@@ -95,7 +95,7 @@ impl SentenceSplitter {
                 }
                 '.' | '!' | '?' | '…' => {
                     // Need to see what follows before deciding (the delta may end here).
-                    let Some(n) = next else { return None };
+                    let n = next?;
                     if !n.is_whitespace() && !matches!(n, '"' | '\'' | ')' | '”' | '’') {
                         continue; // 3.14, e.g.x, "...?!"
                     }
@@ -119,12 +119,13 @@ impl SentenceSplitter {
                     };
                     return Some(end);
                 }
-                ',' | ';' | ':' if self.emitted == 0 && self.first_clause_words > 0 => {
-                    if next.is_some_and(char::is_whitespace)
-                        && text[..i].split_whitespace().count() >= self.first_clause_words
-                    {
-                        return Some(after);
-                    }
+                ',' | ';' | ':'
+                    if self.emitted == 0
+                        && self.first_clause_words > 0
+                        && next.is_some_and(char::is_whitespace)
+                        && text[..i].split_whitespace().count() >= self.first_clause_words =>
+                {
+                    return Some(after);
                 }
                 _ => {}
             }
@@ -135,7 +136,7 @@ impl SentenceSplitter {
 
 fn is_emoji(c: char) -> bool {
     matches!(c as u32,
-        0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2B00..=0x2BFF | 0xFE0F | 0x200D | 0x1F1E6..=0x1F1FF | 0x2190..=0x21FF)
+        0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0x2B00..=0x2BFF | 0xFE0F | 0x200D | 0x2190..=0x21FF)
 }
 
 /// Markdown and emoji out; `None` when no word is left.
