@@ -95,6 +95,25 @@ impl ModelPaths {
     }
 }
 
+impl ModelPaths {
+    /// A Piper voice in the model directory (`piper/<name>.onnx`, with its `.onnx.json`).
+    pub fn piper_voice(&self, name: &str) -> Result<PathBuf> {
+        let path = self.dir.join("piper").join(format!("{name}.onnx"));
+        if path.is_file() && path.with_extension("onnx.json").is_file() {
+            Ok(path)
+        } else {
+            Err(Error::Model {
+                what: "Piper voice",
+                path,
+                reason: format!("file missing; {SETUP_HINT}"),
+            })
+        }
+    }
+}
+
+/// The Piper voice setup installs.
+pub const DEFAULT_PIPER_VOICE: &str = "en_US-joe-medium";
+
 fn default_dir() -> Option<PathBuf> {
     let rel = Path::new(".cache/models");
     let mut candidates = Vec::new();

@@ -1,3 +1,5 @@
 //! The speaking half: reply text → sentences → speech.
 
+pub mod espeak;
 pub mod sentences;
+pub mod tts;

@@ -1,0 +1,3 @@
+//! Text-to-speech backends.
+
+pub mod piper;
