@@ -51,7 +51,12 @@ pub struct AskArgs {
 }
 
 fn token(args: &AskArgs) -> anyhow::Result<Option<Secret>> {
-    if let Some(path) = &args.token_file {
+    load_token(args.token_file.as_deref())
+}
+
+/// The gateway token: from `file` if given, else from the environment.
+pub fn load_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<Secret>> {
+    if let Some(path) = file {
         let raw = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the token file {}", path.display()))?;
         let token = raw.trim();
@@ -68,7 +73,7 @@ fn token(args: &AskArgs) -> anyhow::Result<Option<Secret>> {
         .map(|t| Secret::new(t.trim())))
 }
 
-fn default_state_dir() -> PathBuf {
+pub fn default_state_dir() -> PathBuf {
     std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))

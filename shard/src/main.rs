@@ -5,6 +5,7 @@
 //! the conversation engine join them as they land.
 
 mod ask;
+mod converse_cli;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -67,7 +68,7 @@ struct TranscribeArgs {
 }
 
 #[derive(Args)]
-struct PipelineArgs {
+pub(crate) struct PipelineArgs {
     /// Input WAV: mono or multi-channel, 8–192 kHz, integer or float samples.
     #[arg(long)]
     input: PathBuf,
@@ -108,6 +109,31 @@ struct PipelineArgs {
     /// Audio kept before the detected start of speech, ms.
     #[arg(long, default_value_t = 400)]
     pre_roll_ms: u32,
+    /// Agent id: adds the relevance decision (`addressed`, `reason`) to each record.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Names the agent answers to besides its id (comma-separated), e.g. "Jarvis,J.A.R.V.I.S.".
+    #[arg(long, value_delimiter = ',')]
+    aliases: Vec<String>,
+    /// How readily the agent joins in.
+    #[arg(long, value_enum, default_value = "low")]
+    sensitivity: voicebot_shard::converse::relevance::Sensitivity,
+    /// Humans in the channel (1 = solo mode: every turn is for the bot).
+    #[arg(long, default_value_t = 2)]
+    humans: usize,
+    /// OpenClaw gateway URL: whole turns, with the agent's spoken reply (token from
+    /// $OPENCLAW_GATEWAY_TOKEN or --token-file, as for `ask`).
+    #[arg(long, env = "OPENCLAW_GATEWAY_URL", requires = "agent")]
+    gateway: Option<String>,
+    /// File holding the gateway token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Where the device identity is kept.
+    #[arg(long, env = "VOICEBOT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Write every reply's audio to this WAV file.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 fn parse_audio_ctx(s: &str) -> Result<AudioCtx, String> {
@@ -174,19 +200,34 @@ fn run_pipeline(args: &PipelineArgs) -> anyhow::Result<()> {
     let mut listener = Listener::new(config, models.new_vad()?);
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
 
+    let mut responder = match &args.agent {
+        Some(agent) => Some(converse_cli::Responder::new(args, agent, &models)?),
+        None => None,
+    };
+
     let t = Instant::now();
     let mut stdout = std::io::stdout().lock();
     let mut count = 0;
+    let mut emit = |u: voicebot_shard::listen::Utterance,
+                    stdout: &mut std::io::StdoutLock<'_>|
+     -> anyhow::Result<()> {
+        count += 1;
+        match responder.as_mut() {
+            Some(r) => r.handle(stdout, &u, args.json),
+            None => print_utterance(stdout, &u, args.json),
+        }
+    };
     // Feed 20 ms frames, as Discord will.
     for frame in samples.chunks(320) {
         for u in listener.push(&mut models, frame)? {
-            print_utterance(&mut stdout, &u, args.json)?;
-            count += 1;
+            emit(u, &mut stdout)?;
         }
     }
     for u in listener.finish(&mut models)? {
-        print_utterance(&mut stdout, &u, args.json)?;
-        count += 1;
+        emit(u, &mut stdout)?;
+    }
+    if let (Some(r), Some(out)) = (responder.as_ref(), &args.out) {
+        r.write_audio(out)?;
     }
     let audio_s = samples.len() as f64 / 16_000.0;
     let run_s = t.elapsed().as_secs_f64();

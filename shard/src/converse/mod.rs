@@ -1,8 +1,12 @@
-//! The conversation side: who the turn is for, and what the agent hears with it.
+//! The conversation side: who the turn is for, what the agent hears with it, and the streamed
+//! spoken reply.
 //!
 //! `names` recognises the agent's name in Whisper's text, `relevance` decides whether to answer
-//! (and why), `context` keeps the channel's recent transcript.
+//! (and why; `classifier` asks the agent at medium/high sensitivity), `context` keeps the
+//! channel's recent transcript, `engine` runs a turn end to end.
 
+pub mod classifier;
 pub mod context;
+pub mod engine;
 pub mod names;
 pub mod relevance;

@@ -31,6 +31,7 @@ pub struct NameMatch {
     /// What Whisper wrote.
     pub heard: String,
     /// How it matched.
+    #[serde(rename = "match")]
     pub kind: MatchKind,
 }
 

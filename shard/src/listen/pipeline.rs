@@ -127,6 +127,9 @@ pub struct Utterance {
     pub start_ms: u64,
     /// End of speech, ms from the start of the stream.
     pub end_ms: u64,
+    /// Stream position when the turn was committed (end of speech plus the silence it took to
+    /// decide), ms: in real time, the listener's wait before it could act.
+    pub committed_ms: u64,
     /// What was said.
     pub transcript: String,
     /// Smart Turn's probability that the turn is complete (last prediction).
@@ -375,6 +378,7 @@ impl Listener {
             Ok((transcript, stt)) => Ok(Some(Utterance {
                 start_ms: ms(turn.start),
                 end_ms: ms(end),
+                committed_ms: ms(self.pos),
                 transcript,
                 turn_complete: turn.prob,
                 commit: reason,

@@ -154,22 +154,38 @@ async fn serve(
         );
         return stream.write_all(resp.as_bytes()).await;
     }
-    let (tokens, gap): (Vec<String>, Duration) = if last_user.contains("[long]") {
-        (
-            (0..40).map(|i| format!("word{i} ")).collect(),
-            Duration::from_millis(100),
-        )
-    } else if last_user.contains("[slow]") {
-        (
-            REPLY_TOKENS.iter().map(|t| t.to_string()).collect(),
-            Duration::from_millis(150),
-        )
-    } else {
-        (
-            REPLY_TOKENS.iter().map(|t| t.to_string()).collect(),
-            Duration::from_millis(5),
-        )
-    };
+    let (tokens, gap): (Vec<String>, Duration) =
+        if let Some(at) = last_user.find("[VOICEBOT_CLASSIFIER]") {
+            // The relevance classifier: questions are for the bot, statements are not.
+            let latest = last_user[at..]
+                .rsplit("Latest line:")
+                .next()
+                .unwrap_or_default();
+            let latest = latest.trim().lines().next().unwrap_or_default().trim();
+            let confidence = if latest.ends_with('?') { 0.9 } else { 0.1 };
+            (
+                vec![format!(
+                    r#"{{"addressed": {}, "confidence": {confidence}}}"#,
+                    confidence > 0.5
+                )],
+                Duration::ZERO,
+            )
+        } else if last_user.contains("[long]") {
+            (
+                (0..40).map(|i| format!("word{i} ")).collect(),
+                Duration::from_millis(100),
+            )
+        } else if last_user.contains("[slow]") {
+            (
+                REPLY_TOKENS.iter().map(|t| t.to_string()).collect(),
+                Duration::from_millis(150),
+            )
+        } else {
+            (
+                REPLY_TOKENS.iter().map(|t| t.to_string()).collect(),
+                Duration::from_millis(5),
+            )
+        };
     let stall = last_user.contains("[stall]");
     if body["stream"] != serde_json::Value::Bool(true) {
         let text: String = tokens.concat();
