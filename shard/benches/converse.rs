@@ -1,0 +1,160 @@
+//! Whole-turn overhead and Piper speed, against a real gateway with the fake model.
+//!
+//! `cargo bench -p voicebot-shard --bench converse` (after `scripts/setup.sh`). For each clip
+//! ("Jarvis, …" in several espeak voices): the listener, relevance, the gateway, the sentence
+//! splitter and Piper; `overhead_ms` = end of speech → first reply audio, minus `chat.send` →
+//! first delta (the gateway and the model). Also Piper's time to first audio per sentence and
+//! its real-time factor.
+#![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "../tests/common/gateway.rs"]
+mod gateway;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use voicebot_shard::audio;
+use voicebot_shard::converse::engine::Conversation;
+use voicebot_shard::converse::names::{CommonWords, NameMatcher};
+use voicebot_shard::converse::relevance::{Relevance, RelevanceConfig, Sensitivity};
+use voicebot_shard::eval::percentile;
+use voicebot_shard::listen::stt::SttConfig;
+use voicebot_shard::listen::{Listener, ListenerConfig, Models};
+use voicebot_shard::models::{DEFAULT_PIPER_VOICE, ModelPaths, WhisperModel};
+use voicebot_shard::openclaw::device::MemoryStore;
+use voicebot_shard::openclaw::{ClientConfig, GatewayClient, session_key};
+use voicebot_shard::secret::Secret;
+use voicebot_shard::speak::tts::piper::PiperVoice;
+
+fn speak(text: &str, voice: &str, speed: u32) -> Vec<f32> {
+    let path = std::env::temp_dir().join(format!("voicebot-bench-{}.wav", std::process::id()));
+    let ok = std::process::Command::new("espeak-ng")
+        .args(["-v", voice, "-s", &speed.to_string(), "-w"])
+        .arg(&path)
+        .arg(text)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    audio::to_pipeline_rate(&audio::read_wav(&path).unwrap()).unwrap()
+}
+
+fn summary(name: &str, v: &[f64]) {
+    let p = |q| percentile(v, q).unwrap_or(f64::NAN);
+    println!(
+        "{name:<48} p50 {:>8.1} ms  p95 {:>8.1} ms  (n={})",
+        p(50.0),
+        p(95.0),
+        v.len()
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let gw = gateway::Gateway::start();
+    let paths = ModelPaths::locate(None, WhisperModel::TinyEn).unwrap();
+    let voice_path = paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap();
+    let mut models = Models::load(paths, WhisperModel::TinyEn, SttConfig::default(), 2).unwrap();
+    let voice = Arc::new(Mutex::new(
+        PiperVoice::load(&models.env, &voice_path, 1).unwrap(),
+    ));
+
+    // Piper alone.
+    let (mut ttfa, mut rtf) = (Vec::new(), Vec::new());
+    for s in [
+        "Sure.",
+        "Two plus two is four.",
+        "The weather in Paris tomorrow will be sunny, with a high of twenty degrees.",
+    ] {
+        for _ in 0..5 {
+            let t = Instant::now();
+            let a = voice.lock().unwrap().synthesize(s).unwrap();
+            let took = t.elapsed().as_secs_f64();
+            ttfa.push(took * 1e3);
+            rtf.push(took / (a.len() as f64 / 22_050.0));
+        }
+    }
+
+    let client = rt.block_on(async {
+        let mut c = ClientConfig::new(&gw.url, Some(Secret::new(&gw.token)));
+        c.first_token_timeout = Duration::from_secs(60);
+        c.request_timeout = Duration::from_secs(60);
+        let client = GatewayClient::start(c, Arc::new(MemoryStore::new().unwrap()));
+        client
+            .wait_connected(Duration::from_secs(90))
+            .await
+            .unwrap();
+        client
+    });
+    let relevance = Relevance::new(
+        "jarvis",
+        NameMatcher::new(&["Jarvis"], CommonWords::built_in()),
+        RelevanceConfig::default(),
+    );
+    let mut conv = Conversation::new(
+        "Jarvis",
+        session_key("jarvis", "bench", "overhead"),
+        relevance,
+        Sensitivity::Low,
+    )
+    .with_gateway(client, None)
+    .with_voice(voice);
+    rt.block_on(conv.respond("warm", "Jarvis, warm up.", 0));
+
+    let questions = [
+        ("Jarvis, what is two plus two?", "en-us", 160),
+        ("Jarvis, how far away is the moon?", "en-gb", 150),
+        ("Jarvis, set a timer for ten minutes.", "en-us+f3", 170),
+        ("Jarvis, what's the weather like tomorrow?", "en-us+m3", 180),
+        ("Jarvis, who wrote Pride and Prejudice?", "en-gb-x-rp", 150),
+        ("Jarvis, play some jazz please.", "en-us", 140),
+        ("Jarvis, how do I make pancakes?", "en-us+f2", 165),
+        ("Jarvis, what time is it in Tokyo?", "en-gb", 160),
+    ];
+    let (mut overhead, mut listen_ms, mut tts_first) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..3 {
+        for (i, (text, v, speed)) in questions.iter().enumerate() {
+            let clip = [vec![0.0; 8_000], speak(text, v, *speed), vec![0.0; 40_000]].concat();
+            let mut listener = Listener::new(ListenerConfig::default(), models.new_vad().unwrap());
+            let mut utterances = Vec::new();
+            for f in clip.chunks(320) {
+                utterances.extend(listener.push(&mut models, f).unwrap());
+            }
+            utterances.extend(listener.finish(&mut models).unwrap());
+            for u in utterances {
+                let r = rt.block_on(conv.respond(
+                    "ann",
+                    &u.transcript,
+                    (round * 100 + i as u64) * 60_000,
+                ));
+                let Some(first) = r.first_audio_ms else {
+                    eprintln!("no reply audio for {:?}: {:?}", u.transcript, r.reason);
+                    continue;
+                };
+                let wait = (u.committed_ms - u.end_ms) as f64;
+                listen_ms.push(wait + u.stages_ms.turn + u.stages_ms.stt);
+                tts_first.push(r.stages_ms.tts_first_audio.unwrap_or(f64::NAN));
+                overhead.push(
+                    wait + u.stages_ms.turn + u.stages_ms.stt + first
+                        - r.stages_ms.gateway_first_token.unwrap_or(0.0),
+                );
+            }
+        }
+    }
+    println!("Whole turns, tiny.en, 2 threads, Piper en_US-joe-medium (1 thread)\n");
+    summary("overhead: end of speech -> first reply audio", &overhead);
+    summary("  listener (silence wait + Smart Turn + STT)", &listen_ms);
+    summary("  TTS first audio (first sentence)", &tts_first);
+    summary("Piper per sentence (Sure. / 5 words / 15 words)", &ttfa);
+    println!(
+        "Piper real-time factor: p50 {:.3}",
+        percentile(&rtf, 50.0).unwrap_or(f64::NAN)
+    );
+}
