@@ -91,7 +91,7 @@ pub(crate) struct PipelineArgs {
     #[arg(long, default_value_t = 250)]
     min_speech_ms: u32,
     /// Silence that ends a stretch of speech, ms.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 200)]
     silence_ms: u32,
     /// Smart Turn probability that ends the turn.
     #[arg(long, default_value_t = 0.5)]

@@ -85,7 +85,7 @@ impl Default for VadConfig {
         Self {
             threshold: 0.5,
             min_speech_ms: 250,
-            silence_ms: 300,
+            silence_ms: 200,
         }
     }
 }
