@@ -105,7 +105,7 @@ fn main() {
         Sensitivity::Low,
     )
     .with_gateway(client, None)
-    .with_voice(voice);
+    .with_voice(voicebot_shard::speak::tts::Voice::Piper(voice));
     rt.block_on(conv.respond("warm", "Jarvis, warm up.", 0));
 
     let questions = [

@@ -87,7 +87,9 @@ impl Responder {
             )?;
             conversation = conversation
                 .with_gateway(client, Some(classifier))
-                .with_voice(Arc::new(Mutex::new(voice)));
+                .with_voice(voicebot_shard::speak::tts::Voice::Piper(Arc::new(
+                    Mutex::new(voice),
+                )));
         }
         Ok(Self {
             rt,

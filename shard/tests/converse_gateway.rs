@@ -57,7 +57,9 @@ async fn conversation(sensitivity: Sensitivity, humans: usize, with_voice: bool)
         let env = onnx_environment(&paths.onnxruntime).unwrap();
         let voice =
             PiperVoice::load(&env, &paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap(), 1).unwrap();
-        c = c.with_voice(Arc::new(Mutex::new(voice)));
+        c = c.with_voice(voicebot_shard::speak::tts::Voice::Piper(Arc::new(
+            Mutex::new(voice),
+        )));
     }
     c.humans_present = humans;
     c

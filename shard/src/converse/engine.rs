@@ -8,7 +8,7 @@
 //!                                           TTS worker (blocking thread per sentence) ─► audio
 //! ```
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -18,7 +18,7 @@ use super::context::Transcript;
 use super::relevance::{Classifier, Reason, Relevance, Sensitivity, Turn};
 use crate::openclaw::{ChatOptions, GatewayClient, ReplyEvent};
 use crate::speak::sentences::SentenceSplitter;
-use crate::speak::tts::piper::PiperVoice;
+use crate::speak::tts::Voice;
 
 /// Time spent per stage of a reply, ms.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -64,7 +64,7 @@ pub struct Conversation {
     sensitivity: Sensitivity,
     client: Option<GatewayClient>,
     classifier: Option<Arc<dyn Classifier>>,
-    voice: Option<Arc<Mutex<PiperVoice>>>,
+    voice: Option<Voice>,
     transcript: Transcript,
     last_answered: Option<(String, u64)>,
     /// Humans in the channel (solo mode when 1).
@@ -105,7 +105,7 @@ impl Conversation {
     }
 
     /// Speaks replies with this voice.
-    pub fn with_voice(mut self, voice: Arc<Mutex<PiperVoice>>) -> Self {
+    pub fn with_voice(mut self, voice: Voice) -> Self {
         self.voice = Some(voice);
         self
     }
@@ -150,34 +150,37 @@ impl Conversation {
             return out;
         };
 
-        // TTS worker: sentences in, audio out, one blocking synthesis at a time.
+        // TTS worker: sentences in, audio out, one sentence at a time.
         let (sentence_tx, mut sentence_rx) = mpsc::channel::<(String, Instant)>(32);
         let voice = self.voice.clone();
         let tts = tokio::spawn(async move {
             let mut audio = Vec::new();
-            let (mut first_audio, mut tts_first, mut rate) = (None, None, 0);
+            let (mut first_audio, mut tts_first) = (None, None);
+            let rate = voice.as_ref().map_or(0, Voice::sample_rate);
+            let Some(voice) = voice else {
+                while sentence_rx.recv().await.is_some() {}
+                return (audio, rate, first_audio, tts_first);
+            };
             while let Some((sentence, ready)) = sentence_rx.recv().await {
-                let Some(voice) = voice.clone() else { continue };
-                let result = tokio::task::spawn_blocking(move || {
-                    let mut v = voice
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    (v.synthesize(&sentence), v.sample_rate())
-                })
-                .await;
-                match result {
-                    Ok((Ok(chunk), r)) => {
-                        if first_audio.is_none() && !chunk.is_empty() {
+                let (chunk_tx, mut chunk_rx) = mpsc::channel::<Vec<f32>>(64);
+                let voice = voice.clone();
+                let speak = async move {
+                    let r = voice.speak(sentence, &chunk_tx).await;
+                    drop(chunk_tx);
+                    r
+                };
+                let collect = async {
+                    while let Some(chunk) = chunk_rx.recv().await {
+                        if first_audio.is_none() {
                             first_audio = Some(Instant::now());
                             tts_first = Some(ready.elapsed().as_secs_f64() * 1e3);
                         }
-                        rate = r;
                         audio.extend(chunk);
                     }
-                    Ok((Err(e), _)) => {
-                        tracing::warn!(error = %e, "text-to-speech failed for a sentence")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "text-to-speech task failed"),
+                };
+                let (result, ()) = tokio::join!(speak, collect);
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "text-to-speech failed for a sentence");
                 }
             }
             (audio, rate, first_audio, tts_first)
