@@ -231,3 +231,55 @@ fn the_pipeline_command_runs_whole_turns() {
     assert!(reply.duration_ms() > 500, "reply audio written");
     assert!(!stderr.contains(&gw.token));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_stops_playback_aborts_the_run_and_keeps_what_was_said() {
+    use voicebot_shard::speak::playout::Playout;
+    let mut c = conversation(Sensitivity::Low, 2, true).await;
+    let (decision, message) = c
+        .decide("ann", "Jarvis, tell me a long story [then-stall]", 1_000)
+        .await;
+    assert!(decision.addressed);
+    let mut active = c
+        .start_reply(message.expect("a message for the agent"))
+        .expect("a reply");
+    let rate = active.sample_rate as usize;
+    let mut playout = Playout::new(rate / 50);
+    // The first sentence is spoken while the model is still writing (here: stalled on) the rest.
+    let first = active.next_chunk().await.expect("a first sentence");
+    assert!(first.text.starts_with("word0"), "{first:?}");
+    playout.push(&first.text, &first.audio);
+    // A second of it goes out, then Bob starts talking.
+    for _ in 0..50 {
+        assert_eq!(playout.next_frame().map(|f| f.len()), Some(rate / 50));
+    }
+    let spoken = playout.stop();
+    assert!(
+        playout.next_frame().is_none(),
+        "playback stops within the frame"
+    );
+    let outcome = active.barge_in().await;
+    assert!(outcome.aborted && outcome.gateway_aborted, "{outcome:?}");
+    assert!(spoken.interrupted);
+    let said = spoken.text.clone();
+    assert!(
+        said.split_whitespace().count() < 5,
+        "only the start was heard: {said:?}"
+    );
+    c.reply_heard("ann", &said, 1_000, 2_000);
+    let last = c.transcript().lines().last().unwrap().clone();
+    assert_eq!(
+        (last.speaker.as_str(), last.text.as_str()),
+        ("Jarvis", said.as_str())
+    );
+
+    // The conversation goes on normally.
+    let r = c
+        .respond("bob", "Jarvis, what is two plus two?", 5_000)
+        .await;
+    assert_eq!(
+        r.reply.as_deref(),
+        Some(gateway::reply_text().as_str()),
+        "{r:?}"
+    );
+}

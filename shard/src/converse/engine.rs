@@ -34,7 +34,7 @@ pub struct ReplyStages {
 }
 
 /// What happened to one turn.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct TurnReply {
     /// Whether the bot answered.
     pub addressed: bool,
@@ -54,6 +54,21 @@ pub struct TurnReply {
     /// Sample rate of `audio`.
     #[serde(skip)]
     pub sample_rate: u32,
+}
+
+impl std::fmt::Debug for TurnReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnReply")
+            .field("addressed", &self.addressed)
+            .field("reason", &self.reason)
+            .field("reply", &self.reply)
+            .field("error", &self.error)
+            .field("stages_ms", &self.stages_ms)
+            .field("first_audio_ms", &self.first_audio_ms)
+            .field("audio_samples", &self.audio.len())
+            .field("sample_rate", &self.sample_rate)
+            .finish()
+    }
 }
 
 /// A conversation with one agent.
@@ -115,8 +130,19 @@ impl Conversation {
         self.sensitivity = sensitivity;
     }
 
-    /// Handles one finished turn of `speaker`, said at `at_ms` (conversation clock).
-    pub async fn respond(&mut self, speaker: &str, text: &str, at_ms: u64) -> TurnReply {
+    /// The recent transcript (what the agent will hear with the next turn).
+    pub fn transcript(&self) -> &Transcript {
+        &self.transcript
+    }
+
+    /// Decides whether to answer `speaker`'s turn, said at `at_ms` (conversation clock); when
+    /// it does, returns the message for the agent too.
+    pub async fn decide(
+        &mut self,
+        speaker: &str,
+        text: &str,
+        at_ms: u64,
+    ) -> (TurnReply, Option<String>) {
         let started = Instant::now();
         self.transcript.push(at_ms, speaker, text);
         let context = self.transcript.prompt_for(speaker, text);
@@ -133,7 +159,7 @@ impl Conversation {
             .relevance
             .decide(&turn, self.sensitivity, self.classifier.as_deref())
             .await;
-        let mut out = TurnReply {
+        let reply = TurnReply {
             addressed: decision.addressed,
             reason: decision.reason,
             reply: None,
@@ -146,108 +172,286 @@ impl Conversation {
             audio: Vec::new(),
             sample_rate: 0,
         };
-        let (true, Some(client)) = (out.addressed, self.client.clone()) else {
+        let message = (reply.addressed && self.client.is_some()).then_some(context);
+        (reply, message)
+    }
+
+    /// Starts the agent's reply to `message`: written by the gateway, split into sentences and
+    /// spoken, sentence by sentence, into the returned [`ActiveReply`].
+    pub fn start_reply(&self, message: String) -> Option<ActiveReply> {
+        let client = self.client.clone()?;
+        let state = Arc::new(std::sync::Mutex::new(ReplyState::default()));
+        let (chunk_tx, chunk_rx) = mpsc::channel(8);
+        let task = tokio::spawn(run_reply(
+            client.clone(),
+            self.session_key.clone(),
+            message,
+            self.voice.clone(),
+            state.clone(),
+            chunk_tx,
+        ));
+        Some(ActiveReply {
+            client,
+            session_key: self.session_key.clone(),
+            sample_rate: self.voice.as_ref().map_or(0, Voice::sample_rate),
+            state,
+            chunks: chunk_rx,
+            task,
+        })
+    }
+
+    /// Records what the listeners actually heard of a reply to `speaker` (all of it, or what
+    /// was played before a barge-in); opens the follow-up window from `ended_at_ms`.
+    pub fn reply_heard(&mut self, speaker: &str, heard: &str, said_at_ms: u64, ended_at_ms: u64) {
+        if !heard.is_empty() {
+            self.transcript.push(said_at_ms, &self.agent, heard);
+            self.last_answered = Some((speaker.to_string(), ended_at_ms));
+        }
+    }
+
+    /// Handles one finished turn end to end (no playback: the whole reply is collected).
+    pub async fn respond(&mut self, speaker: &str, text: &str, at_ms: u64) -> TurnReply {
+        let started = Instant::now();
+        let (mut out, message) = self.decide(speaker, text, at_ms).await;
+        let Some(active) = message.and_then(|m| self.start_reply(m)) else {
             return out;
         };
-
-        // TTS worker: sentences in, audio out, one sentence at a time.
-        let (sentence_tx, mut sentence_rx) = mpsc::channel::<(String, Instant)>(32);
-        let voice = self.voice.clone();
-        let tts = tokio::spawn(async move {
-            let mut audio = Vec::new();
-            let (mut first_audio, mut tts_first) = (None, None);
-            let rate = voice.as_ref().map_or(0, Voice::sample_rate);
-            let Some(voice) = voice else {
-                while sentence_rx.recv().await.is_some() {}
-                return (audio, rate, first_audio, tts_first);
-            };
-            while let Some((sentence, ready)) = sentence_rx.recv().await {
-                let (chunk_tx, mut chunk_rx) = mpsc::channel::<Vec<f32>>(64);
-                let voice = voice.clone();
-                let speak = async move {
-                    let r = voice.speak(sentence, &chunk_tx).await;
-                    drop(chunk_tx);
-                    r
-                };
-                let collect = async {
-                    while let Some(chunk) = chunk_rx.recv().await {
-                        if first_audio.is_none() {
-                            first_audio = Some(Instant::now());
-                            tts_first = Some(ready.elapsed().as_secs_f64() * 1e3);
-                        }
-                        audio.extend(chunk);
-                    }
-                };
-                let (result, ()) = tokio::join!(speak, collect);
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "text-to-speech failed for a sentence");
-                }
+        let sample_rate = active.sample_rate;
+        let mut active = active;
+        let mut first_audio = None;
+        while let Some(chunk) = active.next_chunk().await {
+            if first_audio.is_none() && !chunk.audio.is_empty() {
+                first_audio = Some(started.elapsed().as_secs_f64() * 1e3);
             }
-            (audio, rate, first_audio, tts_first)
-        });
-
-        let sent = Instant::now();
-        let mut splitter = SentenceSplitter::default();
-        let mut reply_text = String::new();
-        match client
-            .chat(&self.session_key, &context, ChatOptions::default())
-            .await
-        {
-            Err(e) => out.error = Some(e.to_string()),
-            Ok(mut stream) => {
-                while let Some(event) = stream.next().await {
-                    let sentences = match event {
-                        Ok(ReplyEvent::Delta(d)) => {
-                            out.stages_ms
-                                .gateway_first_token
-                                .get_or_insert(sent.elapsed().as_secs_f64() * 1e3);
-                            splitter.push(&d)
-                        }
-                        Ok(ReplyEvent::Replace(t)) => {
-                            out.stages_ms
-                                .gateway_first_token
-                                .get_or_insert(sent.elapsed().as_secs_f64() * 1e3);
-                            // Text already spoken cannot be unsaid; speak what is new.
-                            let new = t
-                                .strip_prefix(stream.text())
-                                .unwrap_or_default()
-                                .to_string();
-                            splitter.push(&new)
-                        }
-                        Ok(ReplyEvent::Final(t) | ReplyEvent::Aborted(t)) => {
-                            reply_text = t;
-                            splitter.finish().into_iter().collect()
-                        }
-                        Err(e) => {
-                            out.error = Some(e.to_string());
-                            reply_text = stream.text().to_string();
-                            splitter.finish().into_iter().collect()
-                        }
-                    };
-                    for s in sentences {
-                        let _ = sentence_tx.send((s, Instant::now())).await;
-                    }
-                }
-                out.stages_ms.gateway_total = Some(sent.elapsed().as_secs_f64() * 1e3);
-            }
+            out.audio.extend(chunk.audio);
         }
-        drop(sentence_tx);
-        let (audio, rate, first_audio, tts_first) = tts.await.unwrap_or_default();
-        out.stages_ms.tts_first_audio = tts_first;
-        out.first_audio_ms = first_audio.map(|t| t.duration_since(started).as_secs_f64() * 1e3);
-        let audio_ms = if rate > 0 {
-            audio.len() as u64 * 1000 / u64::from(rate)
-        } else {
-            0
+        let outcome = active.finish().await;
+        out.sample_rate = sample_rate;
+        out.first_audio_ms = first_audio;
+        out.error = outcome.error;
+        let relevance = out.stages_ms.relevance;
+        out.stages_ms = ReplyStages {
+            relevance,
+            ..outcome.stages
         };
-        out.audio = audio;
-        out.sample_rate = rate;
-        if !reply_text.is_empty() {
-            self.transcript.push(at_ms, &self.agent, &reply_text);
+        if !outcome.text.is_empty() {
+            let audio_ms = if sample_rate > 0 {
+                out.audio.len() as u64 * 1000 / u64::from(sample_rate)
+            } else {
+                0
+            };
             let ended = at_ms + started.elapsed().as_millis() as u64 + audio_ms;
-            self.last_answered = Some((speaker.to_string(), ended));
-            out.reply = Some(reply_text);
+            self.reply_heard(speaker, &outcome.text, at_ms, ended);
+            out.reply = Some(outcome.text);
         }
         out
+    }
+}
+
+/// A sentence of the reply with its speech.
+#[derive(Debug, Clone)]
+pub struct SpokenChunk {
+    /// The sentence.
+    pub text: String,
+    /// Its audio (mono, at the voice's rate; empty without a voice).
+    pub audio: Vec<f32>,
+}
+
+/// How a reply ended.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyOutcome {
+    /// The reply text the gateway produced (complete, or up to the abort).
+    pub text: String,
+    /// Whether the run was aborted (barge-in).
+    pub aborted: bool,
+    /// Whether the gateway confirmed the abort.
+    pub gateway_aborted: bool,
+    /// What went wrong, if something did.
+    pub error: Option<String>,
+    /// Stage times (relevance not included).
+    pub stages: ReplyStages,
+}
+
+#[derive(Debug, Default)]
+struct ReplyState {
+    run_id: Option<String>,
+    outcome: ReplyOutcome,
+}
+
+/// A reply in progress. Read its sentences with [`ActiveReply::next_chunk`]; stop it with
+/// [`ActiveReply::barge_in`].
+pub struct ActiveReply {
+    client: GatewayClient,
+    session_key: String,
+    /// Sample rate of the chunks' audio.
+    pub sample_rate: u32,
+    state: Arc<std::sync::Mutex<ReplyState>>,
+    chunks: mpsc::Receiver<SpokenChunk>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ActiveReply {
+    /// The next spoken sentence; `None` when the reply is over.
+    pub async fn next_chunk(&mut self) -> Option<SpokenChunk> {
+        self.chunks.recv().await
+    }
+
+    /// Waits for the reply to end and returns how it went.
+    pub async fn finish(mut self) -> ReplyOutcome {
+        while self.chunks.recv().await.is_some() {}
+        let _ = (&mut self.task).await;
+        lock(&self.state).outcome.clone()
+    }
+
+    /// A human started speaking: stop synthesising at once and abort the run at the gateway.
+    pub async fn barge_in(self) -> ReplyOutcome {
+        self.task.abort();
+        let run_id = lock(&self.state).run_id.clone();
+        let mut gateway_aborted = false;
+        if let Some(run_id) = run_id {
+            match self.client.abort(&self.session_key, &run_id).await {
+                Ok(aborted) => gateway_aborted = aborted,
+                Err(e) => tracing::debug!(error = %e, "abort after barge-in failed"),
+            }
+        }
+        let mut outcome = lock(&self.state).outcome.clone();
+        outcome.aborted = true;
+        outcome.gateway_aborted = gateway_aborted;
+        outcome
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Speaks one sentence; the audio, and when its first piece came.
+async fn speak(voice: Option<&Voice>, sentence: &str) -> (Vec<f32>, Option<Instant>) {
+    let Some(voice) = voice else {
+        return (Vec::new(), None);
+    };
+    let (tx, mut rx) = mpsc::channel::<Vec<f32>>(64);
+    let voice = voice.clone();
+    let text = sentence.to_string();
+    let speak = async move {
+        let r = voice.speak(text, &tx).await;
+        drop(tx);
+        r
+    };
+    let collect = async {
+        let (mut audio, mut first) = (Vec::new(), None);
+        while let Some(chunk) = rx.recv().await {
+            first.get_or_insert_with(Instant::now);
+            audio.extend(chunk);
+        }
+        (audio, first)
+    };
+    let (result, collected) = tokio::join!(speak, collect);
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "text-to-speech failed for a sentence");
+    }
+    collected
+}
+
+/// The reply task: gateway deltas → sentences → (TTS task) → spoken chunks.
+async fn run_reply(
+    client: GatewayClient,
+    session_key: String,
+    message: String,
+    voice: Option<Voice>,
+    state: Arc<std::sync::Mutex<ReplyState>>,
+    chunks: mpsc::Sender<SpokenChunk>,
+) {
+    // Sentences go to a TTS task so synthesis runs while the model is still writing.
+    let (sentence_tx, mut sentence_rx) = mpsc::channel::<(String, Instant)>(32);
+    let tts_state = state.clone();
+    let mut tts = AbortOnDrop(tokio::spawn(async move {
+        while let Some((sentence, ready)) = sentence_rx.recv().await {
+            let (audio, first) = speak(voice.as_ref(), &sentence).await;
+            if let Some(first) = first {
+                let mut st = lock(&tts_state);
+                st.outcome
+                    .stages
+                    .tts_first_audio
+                    .get_or_insert(first.duration_since(ready).as_secs_f64() * 1e3);
+            }
+            if chunks
+                .send(SpokenChunk {
+                    text: sentence,
+                    audio,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }));
+
+    let sent = Instant::now();
+    let mut splitter = SentenceSplitter::default();
+    match client
+        .chat(&session_key, &message, ChatOptions::default())
+        .await
+    {
+        Err(e) => lock(&state).outcome.error = Some(e.to_string()),
+        Ok(mut stream) => {
+            lock(&state).run_id = Some(stream.run_id().to_string());
+            while let Some(event) = stream.next().await {
+                let mark_first = |state: &std::sync::Mutex<ReplyState>| {
+                    lock(state)
+                        .outcome
+                        .stages
+                        .gateway_first_token
+                        .get_or_insert(sent.elapsed().as_secs_f64() * 1e3);
+                };
+                let sentences = match event {
+                    Ok(ReplyEvent::Delta(d)) => {
+                        mark_first(&state);
+                        splitter.push(&d)
+                    }
+                    Ok(ReplyEvent::Replace(t)) => {
+                        mark_first(&state);
+                        // Text already spoken cannot be unsaid; speak what is new.
+                        let new = t
+                            .strip_prefix(stream.text())
+                            .unwrap_or_default()
+                            .to_string();
+                        splitter.push(&new)
+                    }
+                    Ok(ReplyEvent::Final(t)) => {
+                        lock(&state).outcome.text = t;
+                        splitter.finish().into_iter().collect()
+                    }
+                    Ok(ReplyEvent::Aborted(t)) => {
+                        let mut st = lock(&state);
+                        st.outcome.text = t;
+                        st.outcome.aborted = true;
+                        splitter.finish().into_iter().collect()
+                    }
+                    Err(e) => {
+                        let mut st = lock(&state);
+                        st.outcome.error = Some(e.to_string());
+                        st.outcome.text = stream.text().to_string();
+                        splitter.finish().into_iter().collect()
+                    }
+                };
+                for s in sentences {
+                    let _ = sentence_tx.send((s, Instant::now())).await;
+                }
+            }
+            lock(&state).outcome.stages.gateway_total = Some(sent.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    drop(sentence_tx);
+    let _ = (&mut tts.0).await;
+}
+
+/// Aborts the task when dropped (a barge-in aborts the reply task, and with it its TTS task).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

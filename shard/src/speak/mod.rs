@@ -1,5 +1,6 @@
 //! The speaking half: reply text → sentences → speech.
 
 pub mod espeak;
+pub mod playout;
 pub mod sentences;
 pub mod tts;

@@ -94,8 +94,18 @@ impl SentenceSplitter {
                     return Some(after);
                 }
                 '.' | '!' | '?' | '…' => {
-                    // Need to see what follows before deciding (the delta may end here).
-                    let n = next?;
+                    // The text may end right here (gateways trim the whitespace after a
+                    // sentence): decide without the next character unless it could change
+                    // the answer — a '.' after digits (3.14) or a closing quote to come.
+                    let Some(n) = next else {
+                        let word_start = text[..i].rfind(char::is_whitespace).map_or(0, |w| w + 1);
+                        let word = &text[word_start..after];
+                        let digits = text[word_start..i].chars().all(|d| d.is_ascii_digit());
+                        if c != '.' || !(is_abbreviation(word) || digits) {
+                            return Some(after);
+                        }
+                        return None;
+                    };
                     if !n.is_whitespace() && !matches!(n, '"' | '\'' | ')' | '”' | '’') {
                         continue; // 3.14, e.g.x, "...?!"
                     }
@@ -249,6 +259,24 @@ mod tests {
     }
 
     #[test]
+    fn a_sentence_at_the_end_of_the_text_goes_at_once() {
+        let mut s = SentenceSplitter::new(0);
+        assert_eq!(
+            s.push("Sure."),
+            vec!["Sure."],
+            "no need to wait for the next delta"
+        );
+        assert_eq!(s.push("Really?"), vec!["Really?"]);
+        assert!(s.push("It costs 3.").is_empty(), "3. may become 3.14");
+        assert_eq!(
+            s.push("50 dollars. Ask Dr."),
+            vec!["It costs 3.50 dollars."]
+        );
+        assert!(s.push("").is_empty(), "Dr. is not an end");
+        assert_eq!(s.push(" Who. Then"), vec!["Ask Dr. Who."]);
+    }
+
+    #[test]
     fn the_first_clause_can_go_early() {
         let mut s = SentenceSplitter::new(4);
         assert!(s.push("Well, that").is_empty(), "too short to cut");
@@ -260,7 +288,7 @@ mod tests {
         );
         assert_eq!(
             s.push(". Next."),
-            vec!["and the answer is long, with commas."]
+            vec!["and the answer is long, with commas.", "Next."]
         );
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Both start once per test binary. The fake model streams a known reply token by token; a
 //! marker in the user's message changes its behaviour: `[slow]` (150 ms per token), `[long]`
-//! (40 tokens, 100 ms apart), `[stall]` (headers, then silence), `[fail]` (HTTP 500).
+//! (40 tokens, 100 ms apart), `[stall]` (headers, then silence), `[then-stall]` (one sentence of the long reply, then silence), `[fail]` (HTTP 500).
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::Write;
@@ -145,6 +145,12 @@ async fn serve(
                 .find(|t| !t.starts_with("<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"))
         })
         .unwrap_or_default();
+    // A message with recent context marks the new turn with "[Now]": only that part counts.
+    // (The classifier's prompt quotes the context too; it is recognised by its tag first.)
+    let last_user = match last_user.rfind("[Now]") {
+        Some(at) if !last_user.contains("[VOICEBOT_CLASSIFIER]") => last_user[at..].to_string(),
+        _ => last_user,
+    };
     if last_user.contains("[fail]") {
         let body =
             r#"{"error":{"message":"the fake model was told to fail","type":"server_error"}}"#;
@@ -154,6 +160,7 @@ async fn serve(
         );
         return stream.write_all(resp.as_bytes()).await;
     }
+    let long = last_user.contains("[long]") || last_user.contains("[then-stall]");
     let (tokens, gap): (Vec<String>, Duration) =
         if let Some(at) = last_user.find("[VOICEBOT_CLASSIFIER]") {
             // The relevance classifier: questions are for the bot, statements are not.
@@ -170,9 +177,12 @@ async fn serve(
                 )],
                 Duration::ZERO,
             )
-        } else if last_user.contains("[long]") {
+        } else if long {
             (
-                (0..40).map(|i| format!("word{i} ")).collect(),
+                // Sentences of five words.
+                (0..40)
+                    .map(|i| format!("word{i}{} ", if i % 5 == 4 { "." } else { "" }))
+                    .collect(),
                 Duration::from_millis(100),
             )
         } else if last_user.contains("[slow]") {
@@ -187,6 +197,8 @@ async fn serve(
             )
         };
     let stall = last_user.contains("[stall]");
+    // One sentence, then nothing (a reply still being written when the test acts on it).
+    let stall_after_first_sentence = last_user.contains("[then-stall]");
     if body["stream"] != serde_json::Value::Bool(true) {
         let text: String = tokens.concat();
         let body = serde_json::json!({
@@ -231,6 +243,9 @@ async fn serve(
         stream.flush().await?;
         if i == 0 {
             first_tokens.lock().unwrap().push(Instant::now());
+        }
+        if stall_after_first_sentence && token.contains('.') {
+            tokio::time::sleep(Duration::from_secs(600)).await;
         }
     }
     stream
@@ -306,13 +321,14 @@ impl Gateway {
             node.is_file() && entry.is_file(),
             "the OpenClaw gateway is not installed: run scripts/setup.sh (the README's test command does)"
         );
-        // The gateway runs in its own process group (setsid), whose id the wrapper records;
-        // the wrapper stops the whole group when our stdin pipe closes, i.e. when the test
-        // process exits, however it exits.
+        // The gateway runs in its own process group (setsid), whose id the wrapper records. The
+        // wrapper is in a session of its own too, so that whatever ends the test process (a
+        // normal exit, a panic, a signal to its group) cannot end it first: it waits for our
+        // stdin pipe to close, then SIGKILLs the gateway's whole group (test state is
+        // throwaway; a graceful stop would drain for minutes).
         let script = format!(
             "setsid \"{node}\" \"{entry}\" gateway run --port {port} --bind loopback --auth token >>\"{log}\" 2>&1 & \
-             pid=$!; echo $pid > \"{pidfile}\"; cat >/dev/null; kill -TERM -- -$pid 2>/dev/null; sleep 2; \
-             kill -9 -- -$pid 2>/dev/null",
+             pid=$!; echo $pid > \"{pidfile}\"; cat >/dev/null; kill -9 -$pid 2>/dev/null",
             node = node.display(),
             entry = entry.display(),
             port = self.port,
@@ -320,7 +336,8 @@ impl Gateway {
             pidfile = self.dir.join("gateway.pid").display(),
         );
         let d = &self.dir;
-        let child = Command::new("sh")
+        let child = Command::new("setsid")
+            .arg("sh")
             .arg("-c")
             .arg(script)
             .stdin(Stdio::piped())
