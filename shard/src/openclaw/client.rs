@@ -377,7 +377,7 @@ impl GatewayClient {
             got_text: false,
             text: String::new(),
             done: false,
-            recovered: false,
+            recoveries: 0,
             _guard: guard,
         })
     }
@@ -471,6 +471,9 @@ impl Drop for RunGuard {
     }
 }
 
+/// How many times a reply stream clears a wedged session and resends.
+const MAX_RECOVERIES: u32 = 3;
+
 /// The streamed reply of one run.
 pub struct ReplyStream {
     client: GatewayClient,
@@ -478,8 +481,8 @@ pub struct ReplyStream {
     run_id: String,
     session_key: String,
     message: String,
-    /// The one-time recovery from a wedged session has been used.
-    recovered: bool,
+    /// Recoveries from a wedged session so far (at most [`MAX_RECOVERIES`]).
+    recoveries: u32,
     first_token_deadline: tokio::time::Instant,
     reply_deadline: tokio::time::Instant,
     got_text: bool,
@@ -571,16 +574,17 @@ impl ReplyStream {
                 }
                 ChatState::Final
                     if !self.got_text
-                        && !self.recovered
+                        && self.recoveries < MAX_RECOVERIES
                         && event.message_text.as_deref().is_none_or(str::is_empty)
                         && !self.client.other_run_in(&self.session_key, &self.run_id) =>
                 {
                     // An empty final before any text, while we have no other run in this
                     // session: the message was steered into a run we do not own — typically
                     // one left active by a gateway that crashed mid-reply. Clear the session
-                    // and send once more, interrupting whatever is left.
-                    self.recovered = true;
-                    tracing::info!(session = %self.session_key, "message absorbed by a stale run; clearing the session and resending");
+                    // and send again, interrupting whatever is left; the gateway may need a
+                    // moment to wind the stale run down, so wait a little longer each time.
+                    self.recoveries += 1;
+                    tracing::info!(session = %self.session_key, attempt = self.recoveries, "message absorbed by a stale run; clearing the session and resending");
                     if let Err(e) = self
                         .client
                         .request("chat.abort", json!({"sessionKey": self.session_key}))
@@ -588,6 +592,7 @@ impl ReplyStream {
                     {
                         tracing::debug!(error = %e, "could not clear the session");
                     }
+                    tokio::time::sleep(Duration::from_millis(250 << self.recoveries)).await;
                     match self
                         .client
                         .send_run(&self.session_key, &self.message, true)
