@@ -171,17 +171,7 @@ impl Responder {
     }
 
     pub fn write_audio(&self, path: &std::path::Path) -> anyhow::Result<()> {
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: self.rate,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut w = hound::WavWriter::create(path, spec)?;
-        for s in &self.audio {
-            w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)?;
-        }
-        w.finalize()?;
+        voicebot_shard::audio::write_wav(path, &self.audio, self.rate)?;
         Ok(())
     }
 }

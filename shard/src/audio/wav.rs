@@ -88,6 +88,25 @@ pub fn decode_wav<R: Read + Seek>(reader: R) -> std::result::Result<Pcm, String>
     Ok(pcm)
 }
 
+/// Writes mono f32 samples as a 16-bit PCM WAV file.
+pub fn write_wav(
+    path: &Path,
+    samples: &[f32],
+    sample_rate: u32,
+) -> std::result::Result<(), hound::Error> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)?;
+    for s in samples {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)?;
+    }
+    w.finalize()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

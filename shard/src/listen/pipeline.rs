@@ -216,16 +216,7 @@ impl Listener {
             self.step(models, &chunk, &mut out)?;
         }
         if let Some(VadEvent::End { start, end }) = self.segmenter.finish(self.pos) {
-            let turn = self.turn.get_or_insert(Turn {
-                start,
-                waiting_since: None,
-                prob: 0.0,
-            });
-            turn.waiting_since = Some(end);
-            let prob = self.predict_turn(models)?;
-            if let Some(t) = self.turn.as_mut() {
-                t.prob = prob;
-            }
+            self.speech_ended(models, start, end)?;
         }
         if let Some(u) = self.commit(models, CommitReason::EndOfInput)? {
             out.push(u);
@@ -263,16 +254,7 @@ impl Listener {
                 }
             },
             Some(VadEvent::End { start, end }) => {
-                let turn = self.turn.get_or_insert(Turn {
-                    start,
-                    waiting_since: None,
-                    prob: 0.0,
-                });
-                turn.waiting_since = Some(end);
-                let prob = self.predict_turn(models)?;
-                if let Some(turn) = self.turn.as_mut() {
-                    turn.prob = prob;
-                }
+                let prob = self.speech_ended(models, start, end)?;
                 if prob >= self.config.turn_threshold
                     && let Some(u) = self.commit(models, CommitReason::TurnComplete)?
                 {
@@ -315,6 +297,22 @@ impl Listener {
             self.trim();
         }
         Ok(())
+    }
+
+    /// Speech that began at `start` stopped at `end`: the turn now waits, and Smart Turn says
+    /// how likely it is to be complete.
+    fn speech_ended(&mut self, models: &mut Models, start: u64, end: u64) -> Result<f32> {
+        let turn = self.turn.get_or_insert(Turn {
+            start,
+            waiting_since: None,
+            prob: 0.0,
+        });
+        turn.waiting_since = Some(end);
+        let prob = self.predict_turn(models)?;
+        if let Some(turn) = self.turn.as_mut() {
+            turn.prob = prob;
+        }
+        Ok(prob)
     }
 
     /// Drops audio older than the pre-roll while no turn is in progress.

@@ -51,18 +51,7 @@ pub fn speech_bounds_ms(samples: &[f32]) -> (u64, u64) {
 
 /// Writes 16 kHz mono i16 WAV.
 pub fn write_wav(path: &std::path::Path, samples: &[f32]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("create wav");
-    for s in samples {
-        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
-            .expect("sample");
-    }
-    w.finalize().expect("finalize");
+    audio::write_wav(path, samples, 16_000).expect("write wav");
 }
 
 /// The models, loaded once per test binary (tiny.en, 2 threads, default settings).
