@@ -138,19 +138,19 @@ fn main() {
                     eprintln!("no reply audio for {:?}: {:?}", u.transcript, r.reason);
                     continue;
                 };
-                let wait = (u.committed_ms - u.end_ms) as f64;
-                listen_ms.push(wait + u.stages_ms.turn + u.stages_ms.stt);
+                let listener = u.ready_ms.saturating_sub(u.end_ms) as f64;
+                listen_ms.push(listener);
                 tts_first.push(r.stages_ms.tts_first_audio.unwrap_or(f64::NAN));
-                overhead.push(
-                    wait + u.stages_ms.turn + u.stages_ms.stt + first
-                        - r.stages_ms.gateway_first_token.unwrap_or(0.0),
-                );
+                overhead.push(listener + first - r.stages_ms.gateway_first_token.unwrap_or(0.0));
             }
         }
     }
     println!("Whole turns, tiny.en, 2 threads, Piper en_US-joe-medium (1 thread)\n");
     summary("overhead: end of speech -> first reply audio", &overhead);
-    summary("  listener (silence wait + Smart Turn + STT)", &listen_ms);
+    summary(
+        "  listener, real time (silence wait, Smart Turn, STT)",
+        &listen_ms,
+    );
     summary("  TTS first audio (first sentence)", &tts_first);
     summary("Piper per sentence (Sure. / 5 words / 15 words)", &ttfa);
     println!(

@@ -120,9 +120,10 @@ impl Responder {
             self.audio.extend_from_slice(&reply.audio);
         }
         // End of speech → first reply audio, less the gateway's first-token wait: the listener's
-        // wait for the end of the turn, Smart Turn and Whisper, relevance, and speech synthesis.
+        // real-time latency (silence wait, Smart Turn, Whisper — overlapped when speculative),
+        // relevance, and speech synthesis.
         let overhead_ms = reply.first_audio_ms.map(|first| {
-            (u.committed_ms - u.end_ms) as f64 + u.stages_ms.turn + u.stages_ms.stt + first
+            u.ready_ms.saturating_sub(u.end_ms) as f64 + first
                 - reply.stages_ms.gateway_first_token.unwrap_or(0.0)
         });
         if json {

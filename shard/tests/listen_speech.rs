@@ -109,8 +109,10 @@ fn two_utterances_separated_by_a_pause_are_two_records() {
     // espeak's flat questions do not always convince Smart Turn; either way the turn is
     // committed during the pause, not merged with the next one.
     assert!(
-        u.iter()
-            .all(|u| matches!(u.commit, CommitReason::TurnComplete | CommitReason::MaxWait)),
+        u.iter().all(|u| matches!(
+            u.commit,
+            CommitReason::TurnComplete | CommitReason::Question | CommitReason::MaxWait
+        )),
         "{u:?}"
     );
 }
@@ -209,4 +211,37 @@ fn a_monologue_longer_than_the_maximum_turn_is_split_not_buffered_forever() {
         u.iter()
             .all(|u| u.end_ms - u.start_ms <= u64::from(config.max_turn_ms) + 100)
     );
+}
+
+#[test]
+fn speculative_transcription_changes_timing_not_transcripts() {
+    let clip = [
+        silence(500),
+        speak("Please set a timer for ten minutes.", "en-gb", 150),
+        silence(2_500),
+        speak("I want to order a pizza and then, um", "en-us", 160),
+        silence(700),
+        speak("a salad.", "en-us", 160),
+        silence(2_500),
+    ]
+    .concat();
+    let with = listen(&clip, ListenerConfig::default());
+    let without = listen(
+        &clip,
+        ListenerConfig {
+            speculative_stt: false,
+            ..ListenerConfig::default()
+        },
+    );
+    let texts = |u: &[voicebot_shard::listen::Utterance]| {
+        u.iter().map(|u| u.transcript.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(texts(&with), texts(&without));
+    assert_eq!(with.len(), 2, "{with:?}");
+    for u in &with {
+        assert!(
+            u.ready_ms >= u.end_ms,
+            "ready before the speech ended: {u:?}"
+        );
+    }
 }

@@ -44,6 +44,11 @@ pub struct ListenerConfig {
     pub post_roll_ms: u32,
     /// Hallucination guard.
     pub guard: GuardConfig,
+    /// Transcribe during a pause, before the silence that ends the turn has passed, so that
+    /// Whisper's time overlaps the wait (the result is dropped if the speaker goes on).
+    pub speculative_stt: bool,
+    /// A pause must last this long before it is worth a speculative transcription.
+    pub speculate_after_ms: u32,
 }
 
 impl Default for ListenerConfig {
@@ -56,6 +61,8 @@ impl Default for ListenerConfig {
             pre_roll_ms: 400,
             post_roll_ms: 200,
             guard: GuardConfig::default(),
+            speculative_stt: true,
+            speculate_after_ms: 64,
         }
     }
 }
@@ -112,6 +119,8 @@ pub struct StagesMs {
 pub enum CommitReason {
     /// Smart Turn judged the turn complete.
     TurnComplete,
+    /// Smart Turn was unsure, but Whisper heard a question ending in "?".
+    Question,
     /// The turn looked incomplete but no more speech came within the maximum wait.
     MaxWait,
     /// The turn reached the maximum length.
@@ -128,8 +137,12 @@ pub struct Utterance {
     /// End of speech, ms from the start of the stream.
     pub end_ms: u64,
     /// Stream position when the turn was committed (end of speech plus the silence it took to
-    /// decide), ms: in real time, the listener's wait before it could act.
+    /// decide), ms.
     pub committed_ms: u64,
+    /// When the utterance would have been ready had the audio arrived in real time (frames at
+    /// their timestamps, processed in order), ms on the stream's clock; `ready_ms - end_ms` is
+    /// the listener's real-time latency, silence wait and inference included.
+    pub ready_ms: u64,
     /// What was said.
     pub transcript: String,
     /// Smart Turn's probability that the turn is complete (last prediction).
@@ -161,6 +174,20 @@ pub struct Listener {
     turn: Option<Turn>,
     stages: StagesMs,
     rejected: Vec<Rejection>,
+    /// A transcript made during the current pause.
+    spec: Option<Speculation>,
+    /// Real-time simulation: when processing of the audio so far would finish, ms.
+    clock_ms: f64,
+    /// Processing time spent in the current `push`, ms (for the clock).
+    push_started: Option<Instant>,
+}
+
+/// A transcript made speculatively during a pause.
+struct Speculation {
+    start: u64,
+    end: u64,
+    transcript: super::stt::Transcript,
+    stt_ms: f64,
 }
 
 impl Listener {
@@ -176,6 +203,9 @@ impl Listener {
             turn: None,
             stages: StagesMs::default(),
             rejected: Vec::new(),
+            spec: None,
+            clock_ms: 0.0,
+            push_started: None,
         }
     }
 
@@ -191,6 +221,11 @@ impl Listener {
 
     /// Feeds 16 kHz mono samples; returns the utterances completed by them.
     pub fn push(&mut self, models: &mut Models, audio: &[f32]) -> Result<Vec<Utterance>> {
+        // This frame arrives when its last sample has been spoken.
+        let arrival = (self.origin + self.buf.len() as u64 + audio.len() as u64) as f64 * 1000.0
+            / RATE as f64;
+        self.clock_ms = self.clock_ms.max(arrival);
+        self.push_started = Some(Instant::now());
         self.buf.extend_from_slice(audio);
         let mut out = Vec::new();
         while self.buf.len() as u64 - (self.pos - self.origin) >= CHUNK as u64 {
@@ -199,11 +234,28 @@ impl Listener {
             chunk.copy_from_slice(&self.buf[off..off + CHUNK]);
             self.step(models, &chunk, &mut out)?;
         }
+        self.advance_clock();
         Ok(out)
+    }
+
+    /// Adds the processing time of the current call to the real-time clock.
+    fn advance_clock(&mut self) {
+        if let Some(t) = self.push_started.take() {
+            self.clock_ms += t.elapsed().as_secs_f64() * 1e3;
+        }
+    }
+
+    /// The real-time clock at this moment of the current call, ms.
+    fn clock_now(&self) -> f64 {
+        self.clock_ms
+            + self
+                .push_started
+                .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3)
     }
 
     /// Ends the stream: closes speech in progress and commits any pending turn.
     pub fn finish(&mut self, models: &mut Models) -> Result<Vec<Utterance>> {
+        self.push_started = Some(Instant::now());
         let mut out = Vec::new();
         let off = (self.pos - self.origin) as usize;
         if off < self.buf.len() {
@@ -221,6 +273,7 @@ impl Listener {
         if let Some(u) = self.commit(models, CommitReason::EndOfInput)? {
             out.push(u);
         }
+        self.advance_clock();
         Ok(out)
     }
 
@@ -255,8 +308,21 @@ impl Listener {
             },
             Some(VadEvent::End { start, end }) => {
                 let prob = self.speech_ended(models, start, end)?;
-                if prob >= self.config.turn_threshold
-                    && let Some(u) = self.commit(models, CommitReason::TurnComplete)?
+                // Whisper's question mark is a second end-of-turn signal: Smart Turn is often
+                // unsure about flat questions, and waiting them out costs seconds.
+                let question = self
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| s.end == end && s.transcript.text.trim_end().ends_with('?'));
+                let reason = if prob >= self.config.turn_threshold {
+                    Some(CommitReason::TurnComplete)
+                } else if question {
+                    Some(CommitReason::Question)
+                } else {
+                    None
+                };
+                if let Some(reason) = reason
+                    && let Some(u) = self.commit(models, reason)?
                 {
                     out.push(u);
                 }
@@ -293,9 +359,43 @@ impl Listener {
                 _ => {}
             }
         }
+        if self.config.speculative_stt {
+            self.speculate(models)?;
+        }
         if self.turn.is_none() {
             self.trim();
         }
+        Ok(())
+    }
+
+    /// During a pause in a turn, transcribe what has been said so far (once per pause).
+    fn speculate(&mut self, models: &mut Models) -> Result<()> {
+        let (Some(turn), Some((end, paused))) = (self.turn, self.segmenter.pause()) else {
+            return Ok(());
+        };
+        if turn.waiting_since.is_some()
+            || paused < samples(self.config.speculate_after_ms)
+            || self
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.start == turn.start && s.end == end)
+        {
+            return Ok(());
+        }
+        let from = turn.start.saturating_sub(samples(self.config.pre_roll_ms));
+        let to = (end + samples(self.config.post_roll_ms)).min(self.pos);
+        let audio = self.audio(from, to);
+        if guard::check_audio(&self.config.guard, audio).is_err() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let transcript = models.stt.transcribe(audio)?;
+        self.spec = Some(Speculation {
+            start: turn.start,
+            end,
+            transcript,
+            stt_ms: t.elapsed().as_secs_f64() * 1e3,
+        });
         Ok(())
     }
 
@@ -355,13 +455,23 @@ impl Listener {
         let from = turn.start.saturating_sub(samples(self.config.pre_roll_ms));
         let to = (end + samples(self.config.post_roll_ms)).min(self.pos);
         let stages = std::mem::take(&mut self.stages);
+        let spec = self.spec.take();
         let audio = self.audio(from, to);
         let result = match guard::check_audio(&self.config.guard, audio) {
             Err(rejection) => Err(rejection),
             Ok(()) => {
-                let t = Instant::now();
-                let transcript = models.stt.transcribe(audio)?;
-                let stt_ms = t.elapsed().as_secs_f64() * 1e3;
+                let (transcript, stt_ms) = match spec {
+                    Some(spec) if spec.start == turn.start && spec.end == end => {
+                        (spec.transcript, spec.stt_ms)
+                    }
+                    _ => {
+                        let t = Instant::now();
+                        (
+                            models.stt.transcribe(audio)?,
+                            t.elapsed().as_secs_f64() * 1e3,
+                        )
+                    }
+                };
                 guard::check_text(
                     &self.config.guard,
                     &transcript.text,
@@ -377,6 +487,7 @@ impl Listener {
                 start_ms: ms(turn.start),
                 end_ms: ms(end),
                 committed_ms: ms(self.pos),
+                ready_ms: self.clock_now() as u64,
                 transcript,
                 turn_complete: turn.prob,
                 commit: reason,

@@ -121,6 +121,8 @@ enum SegState {
 pub struct Segmenter {
     config: VadConfig,
     state: SegState,
+    /// End of the last chunk seen.
+    pos: u64,
 }
 
 impl Segmenter {
@@ -129,6 +131,7 @@ impl Segmenter {
         Self {
             config,
             state: SegState::Silence,
+            pos: 0,
         }
     }
 
@@ -137,10 +140,24 @@ impl Segmenter {
         matches!(self.state, SegState::Speech { .. })
     }
 
+    /// While confirmed speech is pausing (not yet long enough to end it): where the voice
+    /// stopped and how long the pause has lasted, in samples.
+    pub fn pause(&self) -> Option<(u64, u64)> {
+        match self.state {
+            SegState::Speech {
+                last_voiced,
+                confirmed: true,
+                ..
+            } if last_voiced < self.pos => Some((last_voiced, self.pos - last_voiced)),
+            _ => None,
+        }
+    }
+
     /// Feeds the probability of the chunk covering samples `[at, at + CHUNK)`.
     pub fn push(&mut self, at: u64, prob: f32) -> Option<VadEvent> {
         let ms = |samples: u64| samples * 1000 / 16_000;
         let end = at + CHUNK as u64;
+        self.pos = end;
         match self.state {
             SegState::Silence => {
                 if prob >= self.config.threshold {
