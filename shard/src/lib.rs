@@ -15,3 +15,9 @@ pub mod secret;
 pub mod speak;
 
 pub use error::{Error, Result};
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the state behind our
+/// mutexes stays consistent between statements, so the data is still good).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

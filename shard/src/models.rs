@@ -93,9 +93,7 @@ impl ModelPaths {
         }
         Ok(paths)
     }
-}
 
-impl ModelPaths {
     /// A Piper voice in the model directory (`piper/<name>.onnx`, with its `.onnx.json`).
     pub fn piper_voice(&self, name: &str) -> Result<PathBuf> {
         let path = self.dir.join("piper").join(format!("{name}.onnx"));

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::context::Transcript;
 use super::relevance::{Classifier, Reason, Relevance, Sensitivity, Turn};
+use crate::lock;
 use crate::openclaw::{ChatOptions, GatewayClient, ReplyEvent};
 use crate::speak::sentences::SentenceSplitter;
 use crate::speak::tts::Voice;
@@ -213,11 +214,10 @@ impl Conversation {
     pub async fn respond(&mut self, speaker: &str, text: &str, at_ms: u64) -> TurnReply {
         let started = Instant::now();
         let (mut out, message) = self.decide(speaker, text, at_ms).await;
-        let Some(active) = message.and_then(|m| self.start_reply(m)) else {
+        let Some(mut active) = message.and_then(|m| self.start_reply(m)) else {
             return out;
         };
         let sample_rate = active.sample_rate;
-        let mut active = active;
         let mut first_audio = None;
         while let Some(chunk) = active.next_chunk().await {
             if first_audio.is_none() && !chunk.audio.is_empty() {
@@ -319,10 +319,6 @@ impl ActiveReply {
         outcome.gateway_aborted = gateway_aborted;
         outcome
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Speaks one sentence; the audio, and when its first piece came.

@@ -41,11 +41,11 @@ pub struct CommonWords(HashSet<String>);
 
 const BUILT_IN_COMMON: &[&str] = &[
     "service", "nervous", "jars", "jar", "purpose", "harvest", "travis", "davis", "jobs", "james",
-    "jersey", "marvels", "marvel", "carvings", "service", "surface", "thesis", "chris", "jeremy",
-    "page", "stage", "sage", "safe", "save", "same", "say", "says", "cage", "age", "edge", "siege",
-    "sake", "sales", "sail", "sang", "sing", "sync", "sink", "stays", "days", "ways", "pays",
-    "raise", "gaze", "jazz", "just", "judge", "charge", "large", "garage", "message", "manage",
-    "image", "usage", "village", "this", "his", "is", "was", "vest",
+    "jersey", "marvels", "marvel", "carvings", "surface", "thesis", "chris", "jeremy", "page",
+    "stage", "sage", "safe", "save", "same", "say", "says", "cage", "age", "edge", "siege", "sake",
+    "sales", "sail", "sang", "sing", "sync", "sink", "stays", "days", "ways", "pays", "raise",
+    "gaze", "jazz", "just", "judge", "charge", "large", "garage", "message", "manage", "image",
+    "usage", "village", "this", "his", "is", "was", "vest",
 ];
 
 impl CommonWords {

@@ -173,7 +173,7 @@ impl Relevance {
                 reason,
             })
         };
-        if super::super::listen::guard::normalize(turn.text).is_empty() {
+        if crate::listen::guard::normalize(turn.text).is_empty() {
             return Some(Decision {
                 addressed: false,
                 reason: Reason::Empty,

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::device::{AuthPayload, CredentialStore};
 use super::frames::{self, ChatEvent, ChatState, ErrorShape, Inbound, PROTOCOL};
+use crate::lock;
 use crate::secret::Secret;
 
 /// Client settings. Every timeout is configurable; the defaults suit a voice bot.
@@ -205,10 +206,6 @@ struct Shared {
     next_id: AtomicU64,
     /// Time from a `chat` frame's arrival to its hand-off to the run's stream (µs, last value).
     dispatch_us: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shared {
