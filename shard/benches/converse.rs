@@ -22,8 +22,7 @@ use voicebot_shard::listen::stt::SttConfig;
 use voicebot_shard::listen::{Listener, ListenerConfig, Models};
 use voicebot_shard::models::{DEFAULT_PIPER_VOICE, ModelPaths, WhisperModel};
 use voicebot_shard::openclaw::device::MemoryStore;
-use voicebot_shard::openclaw::{ClientConfig, GatewayClient, session_key};
-use voicebot_shard::secret::Secret;
+use voicebot_shard::openclaw::{GatewayClient, session_key};
 use voicebot_shard::speak::tts::piper::PiperVoice;
 
 fn speak(text: &str, voice: &str, speed: u32) -> Vec<f32> {
@@ -83,9 +82,7 @@ fn main() {
     }
 
     let client = rt.block_on(async {
-        let mut c = ClientConfig::new(&gw.url, Some(Secret::new(&gw.token)));
-        c.first_token_timeout = Duration::from_secs(60);
-        c.request_timeout = Duration::from_secs(60);
+        let c = gw.client_config();
         let client = GatewayClient::start(c, Arc::new(MemoryStore::new().unwrap()));
         client
             .wait_connected(Duration::from_secs(90))

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use voicebot_shard::eval::percentile;
 use voicebot_shard::openclaw::device::MemoryStore;
-use voicebot_shard::openclaw::{ChatOptions, ClientConfig, GatewayClient, ReplyEvent, session_key};
-use voicebot_shard::secret::Secret;
+use voicebot_shard::openclaw::{ChatOptions, GatewayClient, ReplyEvent, session_key};
 
 fn summary(name: &str, unit: &str, v: &[f64]) {
     let p = |q| percentile(v, q).unwrap_or(f64::NAN);
@@ -39,13 +38,7 @@ fn main() {
         .unwrap();
     let gw = gateway::Gateway::start();
     let model = gateway::fake_model();
-    let config = || {
-        let mut c = ClientConfig::new(&gw.url, Some(Secret::new(&gw.token)));
-        c.connect_timeout = Duration::from_secs(60);
-        c.request_timeout = Duration::from_secs(60);
-        c.first_token_timeout = Duration::from_secs(60);
-        c
-    };
+    let config = || gw.client_config();
     rt.block_on(async {
         // Connect time (the first connection also waits out the gateway's start-up).
         let first = GatewayClient::start(config(), Arc::new(MemoryStore::new().unwrap()));

@@ -18,15 +18,12 @@ use voicebot_shard::converse::relevance::{
 use voicebot_shard::eval::word_error_rate;
 use voicebot_shard::models::{DEFAULT_PIPER_VOICE, ModelPaths, WhisperModel, onnx_environment};
 use voicebot_shard::openclaw::device::MemoryStore;
-use voicebot_shard::openclaw::{ClientConfig, GatewayClient, session_key};
-use voicebot_shard::secret::Secret;
+use voicebot_shard::openclaw::{GatewayClient, session_key};
 use voicebot_shard::speak::tts::piper::PiperVoice;
 
 async fn conversation(sensitivity: Sensitivity, humans: usize, with_voice: bool) -> Conversation {
     let gw = gateway::shared_gateway();
-    let mut config = ClientConfig::new(&gw.url, Some(Secret::new(&gw.token)));
-    config.first_token_timeout = Duration::from_secs(60);
-    config.request_timeout = Duration::from_secs(60);
+    let config = gw.client_config();
     let client = GatewayClient::start(config, Arc::new(MemoryStore::new().unwrap()));
     client
         .wait_connected(Duration::from_secs(90))

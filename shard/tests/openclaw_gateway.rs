@@ -17,13 +17,7 @@ use voicebot_shard::openclaw::{
 use voicebot_shard::secret::Secret;
 
 fn config(url: &str, token: &str) -> ClientConfig {
-    let mut c = ClientConfig::new(url, Some(Secret::new(token)));
-    // The first turn of a new session takes several seconds on a busy 2-core machine.
-    c.connect_timeout = Duration::from_secs(60);
-    c.request_timeout = Duration::from_secs(60);
-    c.first_token_timeout = Duration::from_secs(60);
-    c.reply_timeout = Duration::from_secs(90);
-    c
+    gateway::client_config(url, token)
 }
 
 async fn connected(store: Arc<dyn CredentialStore>) -> GatewayClient {
@@ -82,13 +76,7 @@ async fn streamed_reply_equals_the_model_text() {
 
     // A second agent, same connection.
     let sage = session_key("sage", "test", &unique("stream"));
-    let text = client
-        .chat(&sage, "Hello", ChatOptions::default())
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let text = gateway::reply_to(&client, &sage, "Hello").await;
     assert_eq!(text, gateway::reply_text());
 }
 
@@ -126,13 +114,7 @@ async fn abort_mid_stream_stops_the_deltas() {
     assert!(ended_aborted);
     assert!(after_abort <= 2, "{after_abort} deltas after the abort");
     // The session still works afterwards.
-    let text = client
-        .chat(&key, "And now?", ChatOptions::default())
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let text = gateway::reply_to(&client, &key, "And now?").await;
     assert_eq!(text, gateway::reply_text());
 }
 
@@ -143,12 +125,7 @@ async fn a_stalled_model_trips_the_first_token_timeout() {
     // and not the first turn's set-up (several seconds).
     let key = session_key("jarvis", "test", &unique("stall"));
     let warm = connected(Arc::new(MemoryStore::new().unwrap())).await;
-    warm.chat(&key, "hi", ChatOptions::default())
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    gateway::reply_to(&warm, &key, "hi").await;
 
     let mut c = config(&gw.url, &gw.token);
     c.first_token_timeout = Duration::from_secs(3);
@@ -182,13 +159,7 @@ async fn a_stalled_model_trips_the_first_token_timeout() {
     );
     // The client aborted the stalled run, so the session answers the next message normally.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let text = warm
-        .chat(&key, "Still there?", ChatOptions::default())
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let text = gateway::reply_to(&warm, &key, "Still there?").await;
     assert_eq!(text, gateway::reply_text());
 }
 

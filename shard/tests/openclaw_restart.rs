@@ -11,17 +11,13 @@ use std::time::{Duration, Instant};
 
 use voicebot_shard::openclaw::device::MemoryStore;
 use voicebot_shard::openclaw::{
-    ChatOptions, ClientConfig, ClientError, GatewayClient, ReplyEvent, Status, session_key,
+    ChatOptions, ClientError, GatewayClient, ReplyEvent, Status, session_key,
 };
-use voicebot_shard::secret::Secret;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_gateway_ends_runs_and_the_client_reconnects() {
     let gw = gateway::Gateway::start();
-    let mut config = ClientConfig::new(&gw.url, Some(Secret::new(&gw.token)));
-    config.first_token_timeout = Duration::from_secs(60);
-    config.reply_timeout = Duration::from_secs(90);
-    config.request_timeout = Duration::from_secs(60);
+    let mut config = gw.client_config();
     config.backoff_max = Duration::from_secs(2);
     let client = GatewayClient::start(config, Arc::new(MemoryStore::new().unwrap()));
     client
@@ -29,13 +25,7 @@ async fn killed_gateway_ends_runs_and_the_client_reconnects() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
     let key = session_key("jarvis", "test", "restart");
-    let text = client
-        .chat(&key, "warm up", ChatOptions::default())
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let text = gateway::reply_to(&client, &key, "warm up").await;
     assert_eq!(text, gateway::reply_text());
 
     // A long reply is being written when the gateway is killed.
@@ -88,12 +78,6 @@ async fn killed_gateway_ends_runs_and_the_client_reconnects() {
     // The restarted gateway still lists the killed run as active in this session, so a plain
     // send is absorbed by it (an empty final); the client notices, clears the session and
     // sends again.
-    let text = client
-        .chat(&key, "Are you back?", ChatOptions::default())
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let text = gateway::reply_to(&client, &key, "Are you back?").await;
     assert_eq!(text, gateway::reply_text());
 }

@@ -415,6 +415,11 @@ impl Gateway {
         self.spawn();
     }
 
+    /// Test client settings for this gateway.
+    pub fn client_config(&self) -> voicebot_shard::openclaw::ClientConfig {
+        client_config(&self.url, &self.token)
+    }
+
     /// Where its files are.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -425,6 +430,39 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Client settings for tests: generous timeouts, since the first turn of a new session takes
+/// several seconds on a busy 2-core machine.
+pub fn client_config(url: &str, token: &str) -> voicebot_shard::openclaw::ClientConfig {
+    let mut c = voicebot_shard::openclaw::ClientConfig::new(
+        url,
+        Some(voicebot_shard::secret::Secret::new(token)),
+    );
+    c.connect_timeout = Duration::from_secs(60);
+    c.request_timeout = Duration::from_secs(60);
+    c.first_token_timeout = Duration::from_secs(60);
+    c.reply_timeout = Duration::from_secs(90);
+    c
+}
+
+/// The whole reply to `message` in session `key` (panics on any error).
+pub async fn reply_to(
+    client: &voicebot_shard::openclaw::GatewayClient,
+    key: &str,
+    message: &str,
+) -> String {
+    client
+        .chat(
+            key,
+            message,
+            voicebot_shard::openclaw::ChatOptions::default(),
+        )
+        .await
+        .expect("chat.send")
+        .collect()
+        .await
+        .expect("reply")
 }
 
 /// The gateway shared by the tests of one binary.
