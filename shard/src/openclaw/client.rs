@@ -662,7 +662,6 @@ async fn run_connection(shared: Arc<Shared>) {
         shared.status.send_replace(Status::Connecting);
         let end = session(&shared, &mut generation).await;
         *lock(&shared.outbound) = None;
-        shared.fail_in_flight();
         let delay = match end {
             SessionEnd::Closed => {
                 attempt = 0;
@@ -704,6 +703,9 @@ async fn run_connection(shared: Arc<Shared>) {
                 )
             }
         };
+        // Status first, then the runs: whoever sees a run end with `Disconnected` must not
+        // find the client still reporting itself connected.
+        shared.fail_in_flight();
         tokio::time::sleep(delay).await;
     }
 }
