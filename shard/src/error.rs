@@ -35,6 +35,9 @@ pub enum Error {
         #[source]
         source: ort::Error,
     },
+    /// No engine came free in time: the pod has more speech than it can process.
+    #[error("overloaded: {0}")]
+    Overloaded(&'static str),
     /// whisper.cpp failed.
     #[error("speech-to-text failed: {0}")]
     Whisper(#[from] whisper_rs::WhisperError),
@@ -48,6 +51,7 @@ impl Error {
             Self::Format(_) => "audio_format",
             Self::Model { .. } => "model",
             Self::Onnx { .. } => "onnx",
+            Self::Overloaded(_) => "overloaded",
             Self::Whisper(_) => "whisper",
         }
     }

@@ -126,6 +126,11 @@ impl Conversation {
         self
     }
 
+    /// Sample rate of the voice's audio (`None` without a voice).
+    pub fn sample_rate(&self) -> Option<u32> {
+        self.voice.as_ref().map(Voice::sample_rate)
+    }
+
     /// Changes the sensitivity (a slash command).
     pub fn set_sensitivity(&mut self, sensitivity: Sensitivity) {
         self.sensitivity = sensitivity;

@@ -38,6 +38,8 @@ pub enum Rejection {
     Phantom,
     /// Nothing left after removing annotations like `[BLANK_AUDIO]`.
     Empty,
+    /// No speech-to-text engine came free in time (the pod is overloaded).
+    Overloaded,
 }
 
 impl Rejection {
@@ -48,6 +50,7 @@ impl Rejection {
             Self::NoSpeech => "no_speech",
             Self::Phantom => "phantom",
             Self::Empty => "empty",
+            Self::Overloaded => "overloaded",
         }
     }
 }

@@ -11,11 +11,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::guard::{self, GuardConfig, Rejection};
-use super::stt::{SttConfig, Whisper};
+use super::stt::{SttConfig, Transcript, Whisper};
 use super::turn::SmartTurn;
 use super::vad::{CHUNK, Segmenter, SileroVad, VadConfig, VadEvent};
-use crate::Result;
 use crate::models::{ModelPaths, WhisperModel};
+use crate::{Error, Result};
 
 const RATE: u64 = 16_000;
 
@@ -100,6 +100,39 @@ impl Models {
     pub fn new_vad(&self) -> Result<SileroVad> {
         SileroVad::new(&self.env, &self.paths.silero_vad)
     }
+
+    /// Another worker: its own Smart Turn session and Whisper decoder, the Whisper weights
+    /// shared.
+    pub fn fork(&self, turn_threads: usize) -> Result<Self> {
+        Ok(Self {
+            turn: SmartTurn::new(&self.env, &self.paths.smart_turn, turn_threads)?,
+            stt: self.stt.fork()?,
+            env: self.env.clone(),
+            paths: self.paths.clone(),
+        })
+    }
+}
+
+/// The heavy engines a listener borrows for a moment: end of turn and speech to text.
+///
+/// [`Models`] is the plain implementation; [`super::EnginePool`] lends one of several
+/// [`Models`] to whichever speaker needs it, and says [`crate::Error::Overloaded`] when none
+/// comes free in time.
+pub trait Engines {
+    /// Probability that the turn ending with `audio` (16 kHz mono) is complete.
+    fn end_of_turn(&mut self, audio: &[f32]) -> Result<f32>;
+    /// Transcribes 16 kHz mono audio.
+    fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript>;
+}
+
+impl Engines for Models {
+    fn end_of_turn(&mut self, audio: &[f32]) -> Result<f32> {
+        Ok(self.turn.predict(audio)?.0)
+    }
+
+    fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript> {
+        self.stt.transcribe(audio)
+    }
 }
 
 /// Wall-clock time spent in each stage for one utterance, in milliseconds.
@@ -180,6 +213,8 @@ pub struct Listener {
     clock_ms: f64,
     /// Processing time spent in the current `push`, ms (for the clock).
     push_started: Option<Instant>,
+    /// Speech started since [`Listener::take_speech_started`] was last called.
+    speech_started: bool,
 }
 
 /// A transcript made speculatively during a pause.
@@ -206,6 +241,7 @@ impl Listener {
             spec: None,
             clock_ms: 0.0,
             push_started: None,
+            speech_started: false,
         }
     }
 
@@ -219,8 +255,24 @@ impl Listener {
         self.turn.is_some()
     }
 
+    /// Whether the speaker is talking right now (speech confirmed by the VAD, not yet ended).
+    pub fn in_speech(&self) -> bool {
+        self.segmenter.in_speech()
+    }
+
+    /// Whether speech started (a new turn, or the speaker going on after a pause) since the
+    /// last call: the barge-in signal, however many frames one `push` carried.
+    pub fn take_speech_started(&mut self) -> bool {
+        std::mem::take(&mut self.speech_started)
+    }
+
+    /// Takes the drops recorded so far (for counting by the caller).
+    pub fn take_rejected(&mut self) -> Vec<Rejection> {
+        std::mem::take(&mut self.rejected)
+    }
+
     /// Feeds 16 kHz mono samples; returns the utterances completed by them.
-    pub fn push(&mut self, models: &mut Models, audio: &[f32]) -> Result<Vec<Utterance>> {
+    pub fn push(&mut self, models: &mut dyn Engines, audio: &[f32]) -> Result<Vec<Utterance>> {
         // This frame arrives when its last sample has been spoken.
         let arrival = (self.origin + self.buf.len() as u64 + audio.len() as u64) as f64 * 1000.0
             / RATE as f64;
@@ -254,7 +306,7 @@ impl Listener {
     }
 
     /// Ends the stream: closes speech in progress and commits any pending turn.
-    pub fn finish(&mut self, models: &mut Models) -> Result<Vec<Utterance>> {
+    pub fn finish(&mut self, models: &mut dyn Engines) -> Result<Vec<Utterance>> {
         self.push_started = Some(Instant::now());
         let mut out = Vec::new();
         let off = (self.pos - self.origin) as usize;
@@ -279,7 +331,7 @@ impl Listener {
 
     fn step(
         &mut self,
-        models: &mut Models,
+        models: &mut dyn Engines,
         chunk: &[f32; CHUNK],
         out: &mut Vec<Utterance>,
     ) -> Result<()> {
@@ -290,7 +342,11 @@ impl Listener {
         self.stages.vad += vad_ms;
         self.pos += CHUNK as u64;
 
-        match self.segmenter.push(at, prob) {
+        let event = self.segmenter.push(at, prob);
+        if matches!(event, Some(VadEvent::Start(_))) {
+            self.speech_started = true;
+        }
+        match event {
             Some(VadEvent::Start(start)) => match self.turn.as_mut() {
                 Some(turn) => turn.waiting_since = None,
                 None => {
@@ -369,7 +425,7 @@ impl Listener {
     }
 
     /// During a pause in a turn, transcribe what has been said so far (once per pause).
-    fn speculate(&mut self, models: &mut Models) -> Result<()> {
+    fn speculate(&mut self, models: &mut dyn Engines) -> Result<()> {
         let (Some(turn), Some((end, paused))) = (self.turn, self.segmenter.pause()) else {
             return Ok(());
         };
@@ -389,7 +445,12 @@ impl Listener {
             return Ok(());
         }
         let t = Instant::now();
-        let transcript = models.stt.transcribe(audio)?;
+        let transcript = match models.transcribe(audio) {
+            Ok(t) => t,
+            // Speculation is an optimisation: under load, skip it.
+            Err(Error::Overloaded(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         self.spec = Some(Speculation {
             start: turn.start,
             end,
@@ -401,7 +462,7 @@ impl Listener {
 
     /// Speech that began at `start` stopped at `end`: the turn now waits, and Smart Turn says
     /// how likely it is to be complete.
-    fn speech_ended(&mut self, models: &mut Models, start: u64, end: u64) -> Result<f32> {
+    fn speech_ended(&mut self, models: &mut dyn Engines, start: u64, end: u64) -> Result<f32> {
         let turn = self.turn.get_or_insert(Turn {
             start,
             waiting_since: None,
@@ -434,7 +495,7 @@ impl Listener {
         &self.buf[(a as usize).min(b as usize)..b as usize]
     }
 
-    fn predict_turn(&mut self, models: &mut Models) -> Result<f32> {
+    fn predict_turn(&mut self, models: &mut dyn Engines) -> Result<f32> {
         let Some(turn) = self.turn else {
             return Ok(0.0);
         };
@@ -442,12 +503,22 @@ impl Listener {
         let t = Instant::now();
         let start = (from.max(self.origin) - self.origin) as usize;
         let end = ((self.pos - self.origin) as usize).min(self.buf.len());
-        let (prob, _) = models.turn.predict(&self.buf[start.min(end)..end])?;
+        let prob = match models.end_of_turn(&self.buf[start.min(end)..end]) {
+            Ok(prob) => prob,
+            // No engine free in time: treat the pause as inconclusive; the maximum wait and
+            // Whisper's punctuation still end the turn.
+            Err(Error::Overloaded(_)) => 0.0,
+            Err(e) => return Err(e),
+        };
         self.stages.turn += t.elapsed().as_secs_f64() * 1e3;
         Ok(prob)
     }
 
-    fn commit(&mut self, models: &mut Models, reason: CommitReason) -> Result<Option<Utterance>> {
+    fn commit(
+        &mut self,
+        models: &mut dyn Engines,
+        reason: CommitReason,
+    ) -> Result<Option<Utterance>> {
         let Some(turn) = self.turn.take() else {
             return Ok(None);
         };
@@ -466,10 +537,17 @@ impl Listener {
                     }
                     _ => {
                         let t = Instant::now();
-                        (
-                            models.stt.transcribe(audio)?,
-                            t.elapsed().as_secs_f64() * 1e3,
-                        )
+                        match models.transcribe(audio) {
+                            Ok(transcript) => (transcript, t.elapsed().as_secs_f64() * 1e3),
+                            Err(Error::Overloaded(_)) => {
+                                self.trim();
+                                return self.reject(turn.start, Rejection::Overloaded);
+                            }
+                            Err(e) => {
+                                self.trim();
+                                return Err(e);
+                            }
+                        }
                     }
                 };
                 guard::check_text(
@@ -493,15 +571,17 @@ impl Listener {
                 commit: reason,
                 stages_ms: StagesMs { stt, ..stages },
             })),
-            Err(rejection) => {
-                tracing::debug!(
-                    reason = rejection.label(),
-                    start_ms = ms(turn.start),
-                    "turn dropped by the guard"
-                );
-                self.rejected.push(rejection);
-                Ok(None)
-            }
+            Err(rejection) => self.reject(turn.start, rejection),
         }
+    }
+
+    fn reject(&mut self, start: u64, rejection: Rejection) -> Result<Option<Utterance>> {
+        tracing::debug!(
+            reason = rejection.label(),
+            start_ms = ms(start),
+            "turn dropped"
+        );
+        self.rejected.push(rejection);
+        Ok(None)
     }
 }

@@ -58,6 +58,8 @@ pub struct Transcript {
 
 /// A loaded Whisper model with one decoding state (reused between calls).
 pub struct Whisper {
+    /// The weights, shared by every [`Whisper::fork`].
+    ctx: std::sync::Arc<WhisperContext>,
     state: WhisperState,
     config: SttConfig,
 }
@@ -77,7 +79,20 @@ impl Whisper {
             })?;
         tracing::info!(model = ?model, system = whisper_rs::print_system_info(), "whisper.cpp loaded");
         let state = ctx.create_state()?;
-        Ok(Self { state, config })
+        Ok(Self {
+            ctx: std::sync::Arc::new(ctx),
+            state,
+            config,
+        })
+    }
+
+    /// Another decoder over the same weights (a worker of its own; the model is not copied).
+    pub fn fork(&self) -> Result<Self> {
+        Ok(Self {
+            ctx: self.ctx.clone(),
+            state: self.ctx.create_state()?,
+            config: self.config,
+        })
     }
 
     /// Transcribes 16 kHz mono audio.

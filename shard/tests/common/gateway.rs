@@ -2,7 +2,7 @@
 //!
 //! Both start once per test binary. The fake model streams a known reply token by token; a
 //! marker in the user's message changes its behaviour: `[slow]` (150 ms per token), `[long]`
-//! (40 tokens, 100 ms apart), `[stall]` (headers, then silence), `[then-stall]` (one sentence of the long reply, then silence), `[fail]` (HTTP 500).
+//! or the spoken word "story" (40 tokens, 100 ms apart; 300 ms for "story"), `[stall]` (headers, then silence), `[then-stall]` (one sentence of the long reply, then silence), `[fail]` (HTTP 500).
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::Write;
@@ -160,7 +160,11 @@ async fn serve(
         );
         return stream.write_all(resp.as_bytes()).await;
     }
-    let long = last_user.contains("[long]") || last_user.contains("[then-stall]");
+    // "story" is the spoken form of [long], for tests that talk to the bot; it is written more
+    // slowly, so that the run is still going when a listener cuts in.
+    let marked = last_user.contains("[long]") || last_user.contains("[then-stall]");
+    let story = !marked && last_user.to_lowercase().contains("story");
+    let long = marked || story;
     let (tokens, gap): (Vec<String>, Duration) =
         if let Some(at) = last_user.find("[VOICEBOT_CLASSIFIER]") {
             // The relevance classifier: questions are for the bot, statements are not.
@@ -183,7 +187,7 @@ async fn serve(
                 (0..40)
                     .map(|i| format!("word{i}{} ", if i % 5 == 4 { "." } else { "" }))
                     .collect(),
-                Duration::from_millis(100),
+                Duration::from_millis(if story { 300 } else { 100 }),
             )
         } else if last_user.contains("[slow]") {
             (

@@ -79,8 +79,8 @@ pub fn listen(samples: &[f32], config: ListenerConfig) -> Vec<Utterance> {
     let mut listener = Listener::new(config, vad);
     let mut out = Vec::new();
     for frame in samples.chunks(320) {
-        out.extend(listener.push(&mut models, frame).expect("push"));
+        out.extend(listener.push(&mut *models, frame).expect("push"));
     }
-    out.extend(listener.finish(&mut models).expect("finish"));
+    out.extend(listener.finish(&mut *models).expect("finish"));
     out
 }
