@@ -123,6 +123,11 @@ pub trait Engines {
     fn end_of_turn(&mut self, audio: &[f32]) -> Result<f32>;
     /// Transcribes 16 kHz mono audio.
     fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript>;
+    /// Transcribes only if an engine is free right now (`None` otherwise): for speculative
+    /// work, which must never queue in front of turns that are really over.
+    fn transcribe_if_idle(&mut self, audio: &[f32]) -> Result<Option<Transcript>> {
+        self.transcribe(audio).map(Some)
+    }
 }
 
 impl Engines for Models {
@@ -445,10 +450,10 @@ impl Listener {
             return Ok(());
         }
         let t = Instant::now();
-        let transcript = match models.transcribe(audio) {
-            Ok(t) => t,
+        let transcript = match models.transcribe_if_idle(audio) {
+            Ok(Some(t)) => t,
             // Speculation is an optimisation: under load, skip it.
-            Err(Error::Overloaded(_)) => return Ok(()),
+            Ok(None) | Err(Error::Overloaded(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
         self.spec = Some(Speculation {

@@ -137,6 +137,16 @@ impl<E: Engines> EnginePool<E> {
         }
     }
 
+    /// Takes a worker only if one is free now.
+    pub fn try_lease(&self) -> Option<Lease<'_, E>> {
+        let engine = lock(&self.state).free.pop()?;
+        self.stats.loans.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            pool: self,
+            engine: Some(engine),
+        })
+    }
+
     /// An [`Engines`] that takes a worker on first use and keeps it until dropped: VAD-only
     /// audio never touches the pool, and one call's Smart Turn and Whisper run on one loan.
     pub fn borrower(&self) -> Borrower<'_, E> {
@@ -208,6 +218,16 @@ impl<E: Engines> Engines for Borrower<'_, E> {
 
     fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript> {
         self.lease()?.transcribe(audio)
+    }
+
+    fn transcribe_if_idle(&mut self, audio: &[f32]) -> Result<Option<Transcript>> {
+        if self.lease.is_none() {
+            self.lease = self.pool.try_lease();
+        }
+        match self.lease.as_mut() {
+            Some(lease) => lease.transcribe(audio).map(Some),
+            None => Ok(None),
+        }
     }
 }
 
@@ -295,6 +315,18 @@ mod tests {
         // Nothing is stuck: the worker is back and serves the next call.
         assert!(pool.borrower().end_of_turn(&[]).is_ok());
         assert_eq!(lock(&pool.state).waiting, 0);
+    }
+
+    #[test]
+    fn speculative_work_never_waits_for_a_worker() {
+        let (pool, calls) = pool(1, PoolConfig::default());
+        let held = pool.lease().unwrap();
+        let t = Instant::now();
+        assert!(pool.borrower().transcribe_if_idle(&[]).unwrap().is_none());
+        assert!(t.elapsed() < Duration::from_millis(40));
+        drop(held);
+        assert!(pool.borrower().transcribe_if_idle(&[]).unwrap().is_some());
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
     }
 
     #[test]
