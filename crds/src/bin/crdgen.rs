@@ -1,14 +1,21 @@
-//! `crdgen`: renders the `VoiceBot` CustomResourceDefinition YAML into `crds/`.
+//! `crdgen`: prints the `VoiceBot` CustomResourceDefinition as YAML.
 //!
-//! Not implemented yet: the schema comes from the Rust types, which land with the operator.
+//! `cargo run -p voicebot-crds --bin crdgen > crds/voicebot.yaml`
 
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    eprintln!(
-        "crdgen: the {} ({}) CRD types are not implemented yet; see the operator issue",
-        voicebot_crds::KIND,
-        voicebot_crds::api_version()
-    );
-    ExitCode::from(2)
+    match voicebot_crds::crd_yaml() {
+        Ok(yaml) => {
+            if std::io::stdout().write_all(yaml.as_bytes()).is_err() {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("crdgen: cannot render the CRD: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
