@@ -1,14 +1,85 @@
-//! `voicebot-operator`: turns `VoiceBot` resources into shard StatefulSets.
-//!
-//! Not implemented yet (it needs only the workspace and is its own piece of work); the binary
-//! exists so the workspace layout, the Dockerfile and the chart have their final names.
+//! `voicebot-operator`: watches `VoiceBot` resources and reconciles them.
 
-use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-fn main() -> ExitCode {
-    eprintln!(
-        "voicebot-operator: the reconciler for {} is not implemented yet",
-        voicebot_crds::api_version()
-    );
-    ExitCode::from(2)
+use clap::Parser;
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use voicebot_crds::VoiceBot;
+use voicebot_operator::metrics::Metrics;
+use voicebot_operator::reconcile::{self, Capabilities, Context};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Runs VoiceBot resources as Discord shard StatefulSets"
+)]
+struct Args {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "METRICS_ADDR")]
+    metrics_addr: String,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Discord's REST API base (for automatic shard counts).
+    #[arg(
+        long,
+        default_value = "https://discord.com/api/v10",
+        env = "DISCORD_API_URL"
+    )]
+    discord_api: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let client = Client::try_default().await?;
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(&args.metrics_addr).await?;
+    tokio::spawn(voicebot_operator::http::serve(
+        listener,
+        metrics.clone(),
+        ready.clone(),
+    ));
+
+    let capabilities = Capabilities::discover(&client).await;
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        metrics,
+        capabilities,
+        discord_api: args.discord_api,
+        http: reqwest::Client::new(),
+    });
+    let (bots, sets) = match &args.namespace {
+        Some(ns) => (
+            Api::<VoiceBot>::namespaced(client.clone(), ns),
+            Api::<StatefulSet>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!("voicebot-operator running");
+    Controller::new(bots, watcher::Config::default())
+        .owns(sets, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(name = obj.name, "reconciled"),
+                Err(e) => tracing::debug!("reconcile: {e}"),
+            }
+        })
+        .await;
+    Ok(())
 }
