@@ -462,10 +462,17 @@ async fn write_status(vb: &VoiceBot, ctx: &Context, status: VoiceBotStatus) -> R
     }
     let names = Names::of(vb);
     let api: Api<VoiceBot> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    // A merge patch keeps fields it does not mention: clear the optional ones explicitly.
+    let mut value = serde_json::to_value(&status).map_err(|e| Error::Finalizer(e.to_string()))?;
+    if let Some(fields) = value.as_object_mut() {
+        for key in ["observedGeneration", "phase", "sharding", "pendingSharding"] {
+            fields.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
     api.patch_status(
         &names.bot,
         &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
+        &Patch::Merge(json!({ "status": value })),
     )
     .await?;
     ctx.metrics.applied("VoiceBotStatus");
