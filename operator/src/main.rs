@@ -18,6 +18,8 @@ use voicebot_operator::reconcile::{self, Capabilities, Context};
     about = "Runs VoiceBot resources as Discord shard StatefulSets"
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", env = "METRICS_ADDR")]
     metrics_addr: String,
@@ -33,6 +35,55 @@ struct Args {
     discord_api: String,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Prints the objects the operator would apply for a VoiceBot file (YAML), without a
+    /// cluster: a dry run for review and for schema validation.
+    Render {
+        /// A VoiceBot manifest.
+        file: std::path::PathBuf,
+        /// Shards per pod and count are taken from the file; a reshard is not simulated.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+fn render(file: &std::path::Path, namespace: &str) -> anyhow::Result<()> {
+    use kube::Resource;
+    use voicebot_operator::render;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let mut vb: VoiceBot = serde_yaml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not a VoiceBot: {e}", file.display()))?;
+    if vb.meta().namespace.is_none() {
+        vb.meta_mut().namespace = Some(namespace.to_string());
+    }
+    let count = vb.spec.shards.count.ok_or_else(|| {
+        anyhow::anyhow!("render needs spec.shards.count (the automatic count asks Discord)")
+    })?;
+    let sharding = voicebot_crds::Sharding::new(count, vb.spec.shards.per_pod);
+    let docs = [
+        serde_json::to_value(render::config_map(&vb))?,
+        serde_json::to_value(render::service(&vb))?,
+        serde_json::to_value(render::stateful_set(&vb, sharding, sharding.pods))?,
+        render::pod_disruption_budget(&vb, "policy/v1"),
+        render::service_monitor(&vb),
+    ];
+    let kinds = [
+        ("v1", "ConfigMap"),
+        ("v1", "Service"),
+        ("apps/v1", "StatefulSet"),
+    ];
+    for (i, mut doc) in docs.into_iter().enumerate() {
+        if let (Some((api, kind)), Some(o)) = (kinds.get(i), doc.as_object_mut()) {
+            o.insert("apiVersion".into(), (*api).into());
+            o.insert("kind".into(), (*kind).into());
+        }
+        print!("---\n{}", serde_yaml::to_string(&doc)?);
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -43,6 +94,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
+    if let Some(Command::Render { file, namespace }) = &args.command {
+        return render(file, namespace);
+    }
     let client = Client::try_default().await?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
