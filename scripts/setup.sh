@@ -4,7 +4,8 @@
 #
 #   scripts/setup.sh            everything the demo and the tests need
 #   SETUP_SKIP_APT=1 ...        skip the system packages (e.g. in a prepared container)
-#   SETUP_SKIP_OPENCLAW=1 / SETUP_SKIP_K8S=1   skip the gateway / the Kubernetes tools
+#   SETUP_SKIP_OPENCLAW=1 / SETUP_SKIP_K8S=1 / SETUP_SKIP_APISERVER=1
+#                               skip the gateway / helm and validators / kube-apiserver + etcd
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -153,5 +154,8 @@ PY
     "$k8s_dir/venv/bin/pip" install -q "kubernetes-validate==$kv_version" >&2
   fi
   say "helm $("$k8s_dir/bin/helm" version --short 2>/dev/null), kubernetes-validate $kv_version present"
+fi
+if [[ "${SETUP_SKIP_APISERVER:-0}" != 1 ]]; then
+  "$root/scripts/setup-apiserver.sh"
 fi
 say "ready: models in $models"

@@ -437,8 +437,8 @@ pub struct Condition {
     /// A CamelCase reason.
     pub reason: String,
     /// Details for humans.
-    #[serde(default)]
-    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// When the status last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,

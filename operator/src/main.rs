@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
+use kube::Client;
 use voicebot_crds::VoiceBot;
 use voicebot_operator::metrics::Metrics;
 use voicebot_operator::reconcile::{self, Capabilities, Context};
@@ -115,17 +113,9 @@ async fn main() -> anyhow::Result<()> {
         discord_api: args.discord_api,
         http: reqwest::Client::new(),
     });
-    let (bots, sets) = match &args.namespace {
-        Some(ns) => (
-            Api::<VoiceBot>::namespaced(client.clone(), ns),
-            Api::<StatefulSet>::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
     ready.store(true, Ordering::Relaxed);
     tracing::info!("voicebot-operator running");
-    Controller::new(bots, watcher::Config::default())
-        .owns(sets, watcher::Config::default())
+    voicebot_operator::controller(&client, args.namespace.as_deref())
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {

@@ -497,7 +497,7 @@ fn set_condition(
         type_: type_.into(),
         status: value.into(),
         reason: reason.into(),
-        message: message.into(),
+        message: (!message.is_empty()).then(|| message.to_string()),
         last_transition_time: since,
         observed_generation: generation,
     };

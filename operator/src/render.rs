@@ -273,9 +273,11 @@ pub fn stateful_set(vb: &VoiceBot, sharding: Sharding, replicas: u32) -> Statefu
         image_pull_policy: spec.image_pull_policy.map(|p| format!("{p:?}")),
         args: Some(vec!["run".into()]),
         env: Some(env),
+        // Server-side apply on older API servers needs the list keys spelled out (protocol).
         ports: Some(vec![ContainerPort {
             name: Some("metrics".into()),
             container_port: port,
+            protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
         readiness_probe: Some(probe("/readyz", 5)),
@@ -352,6 +354,7 @@ pub fn service(vb: &VoiceBot) -> Service {
             ports: Some(vec![ServicePort {
                 name: Some("metrics".into()),
                 port: i32::from(vb.spec.metrics.port),
+                protocol: Some("TCP".into()),
                 target_port: Some(IntOrString::String("metrics".into())),
                 ..ServicePort::default()
             }]),
