@@ -27,4 +27,7 @@ t_test=$((SECONDS - t2))
 step "Helm chart: lint, strict schema validation"
 scripts/check-chart.sh
 
+step "Dockerfile: what can be checked without a Docker engine"
+scripts/check-dockerfile.sh
+
 step "done: setup ${t_setup}s, clippy ${t_clippy}s, build+tests ${t_test}s, total $((SECONDS - t0))s"
