@@ -1,0 +1,196 @@
+//! The simulator's world: guilds, sessions, and the record of what the bot did.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How the simulated Discord is set up.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The bot's application id.
+    pub application_id: u64,
+    /// The bot user.
+    pub bot: User,
+    /// Shards `GET /gateway/bot` recommends.
+    pub shards: u32,
+    /// `session_start_limit.max_concurrency`.
+    pub max_concurrency: u32,
+    /// Heartbeat interval sent in HELLO, ms.
+    pub heartbeat_interval_ms: u64,
+    /// The token the bot must present (`Bot <token>` on REST, in IDENTIFY).
+    pub token: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            application_id: 1_100_000_000_000_000_001,
+            bot: User::new(1_100_000_000_000_000_001, "Jarvis", true),
+            shards: 1,
+            max_concurrency: 1,
+            heartbeat_interval_ms: 41_250,
+            token: "sim-bot-token".into(),
+        }
+    }
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Snowflake.
+    pub id: u64,
+    /// Username.
+    pub name: String,
+    /// Whether it is a bot.
+    pub bot: bool,
+}
+
+impl User {
+    /// A user.
+    pub fn new(id: u64, name: &str, bot: bool) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            bot,
+        }
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "id": self.id.to_string(),
+            "username": self.name,
+            "global_name": self.name,
+            "discriminator": "0",
+            "avatar": null,
+            "bot": self.bot,
+        })
+    }
+}
+
+/// A guild with a text channel and voice channels.
+#[derive(Debug, Clone)]
+pub struct Guild {
+    /// Snowflake (its shard is `(id >> 22) % shards`).
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Owner (has every permission).
+    pub owner: u64,
+    /// A text channel.
+    pub text_channel: u64,
+    /// Voice channels: id and name.
+    pub voice_channels: Vec<(u64, String)>,
+    /// Members (the bot is added automatically).
+    pub members: Vec<User>,
+}
+
+/// Something the bot did, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimEvent {
+    /// An IDENTIFY on the main gateway.
+    Identify {
+        /// `[shard, total]`.
+        shard: [u32; 2],
+        /// Intents requested.
+        intents: u64,
+        /// When (ms since the simulator started).
+        at_ms: u64,
+    },
+    /// A RESUME of an existing session.
+    Resume {
+        /// The session.
+        session_id: String,
+        /// The last sequence the bot saw.
+        seq: u64,
+        /// Whether the simulator knew the session (else it answered INVALID_SESSION).
+        accepted: bool,
+    },
+    /// A voice state update (op 4): join (`channel`) or leave (`None`).
+    VoiceState {
+        /// Guild.
+        guild: u64,
+        /// Channel, or `None` to leave.
+        channel: Option<u64>,
+    },
+    /// Commands registered (`PUT .../commands`).
+    Commands {
+        /// Guild for guild commands.
+        guild: Option<u64>,
+        /// The commands as sent.
+        commands: Value,
+    },
+    /// The bot answered an interaction (callback, or an edit / follow-up of its response).
+    InteractionReply {
+        /// The interaction (for callbacks) or 0 for webhook edits.
+        interaction: u64,
+        /// The message content.
+        content: String,
+        /// Whether it was ephemeral (flag 64).
+        ephemeral: bool,
+    },
+}
+
+/// A live gateway session.
+pub(crate) struct Session {
+    pub shard: [u32; 2],
+    pub seq: u64,
+    /// Frames to send to the bot; `None` closes the connection.
+    pub tx: Option<mpsc::UnboundedSender<Option<String>>>,
+}
+
+pub(crate) struct Inner {
+    pub guilds: BTreeMap<u64, Guild>,
+    pub sessions: HashMap<String, Session>,
+    pub history: Vec<SimEvent>,
+    /// Interaction id → token.
+    pub interactions: HashMap<u64, String>,
+}
+
+pub(crate) struct Shared {
+    pub config: SimConfig,
+    pub gateway_url: String,
+    pub started: Instant,
+    pub inner: Mutex<Inner>,
+    pub events: broadcast::Sender<SimEvent>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(config: SimConfig, gateway_url: String) -> Self {
+        Self {
+            config,
+            gateway_url,
+            started: Instant::now(),
+            inner: Mutex::new(Inner {
+                guilds: BTreeMap::new(),
+                sessions: HashMap::new(),
+                history: Vec::new(),
+                interactions: HashMap::new(),
+            }),
+            events: broadcast::channel(1024).0,
+            next_id: AtomicU64::new(1_200_000_000_000_000_000),
+        }
+    }
+
+    /// A fresh snowflake.
+    pub fn id(&self) -> u64 {
+        self.next_id.fetch_add(1 << 22, Ordering::Relaxed)
+    }
+
+    pub fn record(&self, event: SimEvent) {
+        lock(&self.inner).history.push(event.clone());
+        let _ = self.events.send(event);
+    }
+
+    pub fn at_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}

@@ -1,0 +1,254 @@
+//! The real twilight clients against the simulator: REST, identify → READY + GUILD_CREATE,
+//! a slash command and its ephemeral reply, a dropped connection resumed, voice state.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use serde_json::json;
+use twilight_gateway::{
+    ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _,
+};
+use twilight_model::application::command::Command;
+use twilight_model::application::interaction::InteractionData;
+use twilight_model::gateway::payload::outgoing::UpdateVoiceState;
+use twilight_model::http::interaction::{
+    InteractionResponse, InteractionResponseData, InteractionResponseType,
+};
+use twilight_model::id::Id;
+use twilight_model::id::marker::ApplicationMarker;
+use voicebot_discord_sim::{Guild, SimConfig, SimEvent, Simulator, User};
+
+const GUILD: u64 = 1_400_000_000_000_000_001;
+const VOICE: u64 = 1_400_000_000_000_000_010;
+
+async fn next(shard: &mut Shard, what: &str, mut f: impl FnMut(&Event) -> bool) -> Event {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match shard.next_event(EventTypeFlags::all()).await {
+                Some(Ok(e)) if f(&e) => return e,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("gateway error while waiting for {what}: {e}"),
+                None => panic!("the shard stopped while waiting for {what}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+async fn wait_sim(sim: &Simulator, what: &str, f: impl Fn(&SimEvent) -> bool) -> SimEvent {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(e) = sim.history().into_iter().find(|e| f(e)) {
+            return e;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the simulator never saw {what}: {:?}",
+            sim.history()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_twilight_identifies_gets_its_guild_answers_a_command_and_resumes() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = SimConfig::default();
+    let token = config.token.clone();
+    let owner = User::new(1_500_000_000_000_000_001, "Ann", false);
+    let sim = Simulator::start(config).await.unwrap();
+    sim.add_guild(Guild {
+        id: GUILD,
+        name: "Test guild".into(),
+        owner: owner.id,
+        text_channel: 1_400_000_000_000_000_002,
+        voice_channels: vec![(VOICE, "Lounge".into())],
+        members: vec![owner.clone()],
+    });
+
+    // REST.
+    let http = twilight_http::Client::builder()
+        .token(token.clone())
+        .proxy(sim.http_proxy(), true)
+        .build();
+    let me = http.current_user().await.unwrap().model().await.unwrap();
+    assert_eq!(me.name, "Jarvis");
+    let app: Id<ApplicationMarker> = http
+        .current_user_application()
+        .await
+        .unwrap()
+        .model()
+        .await
+        .unwrap()
+        .id;
+    let command: Command = serde_json::from_value(json!({
+        "name": "jarvis", "description": "Talk to Jarvis", "type": 1, "version": "1",
+        "options": [{"type": 1, "name": "join", "description": "Join your voice channel"}],
+    }))
+    .unwrap();
+    let interactions = http.interaction(app);
+    let registered = interactions
+        .set_guild_commands(Id::new(GUILD), &[command])
+        .await
+        .unwrap()
+        .models()
+        .await
+        .unwrap();
+    assert_eq!(registered[0].name, "jarvis");
+    assert!(matches!(
+        sim.history().last(),
+        Some(SimEvent::Commands {
+            guild: Some(GUILD),
+            ..
+        })
+    ));
+
+    // Gateway: identify, READY, GUILD_CREATE.
+    let gw_config = ConfigBuilder::new(token, Intents::GUILDS | Intents::GUILD_VOICE_STATES)
+        .proxy_url(sim.gateway_url())
+        .build();
+    let mut shard = Shard::with_config(ShardId::ONE, gw_config);
+    next(&mut shard, "READY", |e| matches!(e, Event::Ready(_))).await;
+    let guild = next(&mut shard, "GUILD_CREATE", |e| {
+        matches!(e, Event::GuildCreate(_))
+    })
+    .await;
+    let Event::GuildCreate(g) = guild else {
+        unreachable!()
+    };
+    assert_eq!(g.id().get(), GUILD);
+    assert!(matches!(
+        sim.history()[..],
+        [
+            SimEvent::Commands { .. },
+            SimEvent::Identify { shard: [0, 1], .. },
+            ..
+        ]
+    ));
+
+    // A user runs /jarvis join; the bot answers ephemerally.
+    let id = sim
+        .run_command(
+            GUILD,
+            &owner,
+            "jarvis",
+            json!([{"name": "join", "type": 1}]),
+        )
+        .unwrap();
+    let Event::InteractionCreate(interaction) = next(&mut shard, "INTERACTION_CREATE", |e| {
+        matches!(e, Event::InteractionCreate(_))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(interaction.id.get(), id);
+    let Some(InteractionData::ApplicationCommand(data)) = &interaction.data else {
+        panic!("{interaction:?}")
+    };
+    assert_eq!(data.name, "jarvis");
+    assert_eq!(data.options[0].name, "join");
+    assert_eq!(interaction.author_id().map(|u| u.get()), Some(owner.id));
+    interactions
+        .create_response(
+            interaction.id,
+            &interaction.token,
+            &InteractionResponse {
+                kind: InteractionResponseType::ChannelMessageWithSource,
+                data: Some(InteractionResponseData {
+                    content: Some("Joining Lounge".into()),
+                    flags: Some(twilight_model::channel::message::MessageFlags::EPHEMERAL),
+                    ..InteractionResponseData::default()
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    let reply = wait_sim(&sim, "the reply", |e| {
+        matches!(e, SimEvent::InteractionReply { .. })
+    })
+    .await;
+    assert_eq!(
+        reply,
+        SimEvent::InteractionReply {
+            interaction: id,
+            content: "Joining Lounge".into(),
+            ephemeral: true
+        }
+    );
+
+    // Voice: the bot asks to join; the simulator answers with both updates.
+    shard.command(&UpdateVoiceState::new(
+        Id::new(GUILD),
+        Some(Id::new(VOICE)),
+        true,
+        false,
+    ));
+    next(
+        &mut shard,
+        "VOICE_STATE_UPDATE",
+        |e| matches!(e, Event::VoiceStateUpdate(v) if v.channel_id.map(|c| c.get()) == Some(VOICE)),
+    )
+    .await;
+    next(&mut shard, "VOICE_SERVER_UPDATE", |e| {
+        matches!(e, Event::VoiceServerUpdate(_))
+    })
+    .await;
+    assert!(sim.history().contains(&SimEvent::VoiceState {
+        guild: GUILD,
+        channel: Some(VOICE)
+    }));
+
+    // The network drops: the shard comes back with RESUME, not IDENTIFY.
+    sim.drop_gateway_connections();
+    next(&mut shard, "RESUMED", |e| matches!(e, Event::Resumed)).await;
+    let resumes: Vec<_> = sim
+        .history()
+        .into_iter()
+        .filter(|e| matches!(e, SimEvent::Resume { accepted: true, .. }))
+        .collect();
+    assert_eq!(resumes.len(), 1, "{:?}", sim.history());
+    let identifies = sim
+        .history()
+        .iter()
+        .filter(|e| matches!(e, SimEvent::Identify { .. }))
+        .count();
+    assert_eq!(identifies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_refused_on_rest_and_fatal_on_the_gateway() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let http = twilight_http::Client::builder()
+        .token("wrong".into())
+        .proxy(sim.http_proxy(), true)
+        .build();
+    let err = http.current_user().await.unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("unauthorized") || err.to_string().contains("401"),
+        "{err}"
+    );
+    let gw_config = ConfigBuilder::new("wrong".into(), Intents::GUILDS)
+        .proxy_url(sim.gateway_url())
+        .build();
+    let mut shard = Shard::with_config(ShardId::ONE, gw_config);
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match shard.next_event(EventTypeFlags::all()).await {
+                None => return "stopped".to_string(),
+                Some(Err(e)) => return e.to_string(),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("a fatal close ends the shard");
+    assert!(!end.is_empty());
+    assert!(
+        !sim.history()
+            .iter()
+            .any(|e| matches!(e, SimEvent::Identify { .. }))
+    );
+}
