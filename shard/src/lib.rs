@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod converse;
+pub mod discord;
 pub mod error;
 pub mod eval;
 pub mod listen;
