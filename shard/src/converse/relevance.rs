@@ -7,16 +7,36 @@ use super::names::{NameMatch, NameMatcher};
 
 /// How readily the bot joins in.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Sensitivity {
     /// Only when addressed by name (or solo / follow-up).
+    #[default]
     Low,
     /// Also when a classifier is confident the turn is meant for the bot.
     Medium,
     /// Also when the classifier thinks the bot could usefully answer.
     High,
+}
+
+impl Sensitivity {
+    /// `low`, `medium` or `high`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
 }
 
 impl std::str::FromStr for Sensitivity {

@@ -1,0 +1,321 @@
+//! What the shard knows of its guilds: each guild's settings (agent, sensitivity, the voice
+//! channel the bot is in) and who is in which voice channel, and what a slash command does
+//! with them. Pure state, no I/O: the gateway loop feeds it events and carries out the
+//! [`VoiceAction`]s it returns; Redis persistence wraps it (fleet state).
+
+use std::collections::HashMap;
+
+use crate::converse::relevance::Sensitivity;
+
+use super::commands::SlashCommand;
+
+/// One guild's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuildSettings {
+    /// The agent that answers.
+    pub agent: String,
+    /// How readily it answers.
+    pub sensitivity: Sensitivity,
+    /// The voice channel the bot is in (or joining).
+    pub channel: Option<u64>,
+}
+
+/// What the gateway loop must do after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoiceAction {
+    /// Join this channel.
+    Join(u64),
+    /// Leave the guild's voice channel.
+    Leave,
+}
+
+/// The answer to a command: an ephemeral message, and maybe a voice action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Shown to the user who ran the command.
+    pub content: String,
+    /// To carry out.
+    pub action: Option<VoiceAction>,
+}
+
+impl Reply {
+    fn text(content: impl Into<String>) -> Self {
+        Self {
+            content: content.into(),
+            action: None,
+        }
+    }
+}
+
+/// Recent latency figures for `/status`, ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Latencies {
+    /// End of speech → first reply audio, p50.
+    pub p50_ms: Option<f64>,
+    /// The same, p95.
+    pub p95_ms: Option<f64>,
+}
+
+/// The shard's guilds.
+#[derive(Debug, Default)]
+pub struct Guilds {
+    default_agent: String,
+    default_sensitivity: Sensitivity,
+    settings: HashMap<u64, GuildSettings>,
+    /// (guild, user) → voice channel.
+    voice: HashMap<(u64, u64), u64>,
+    /// Voice channel names, for messages.
+    channel_names: HashMap<u64, String>,
+    /// Users known to be bots (they never keep the bot in a channel).
+    bots: std::collections::HashSet<u64>,
+}
+
+impl Guilds {
+    /// Guilds that have not chosen get `agent` and `sensitivity`.
+    pub fn new(agent: impl Into<String>, sensitivity: Sensitivity) -> Self {
+        Self {
+            default_agent: agent.into(),
+            default_sensitivity: sensitivity,
+            ..Self::default()
+        }
+    }
+
+    /// A guild's settings (the defaults if it never chose).
+    pub fn settings(&self, guild: u64) -> GuildSettings {
+        self.settings
+            .get(&guild)
+            .cloned()
+            .unwrap_or_else(|| GuildSettings {
+                agent: self.default_agent.clone(),
+                sensitivity: self.default_sensitivity,
+                channel: None,
+            })
+    }
+
+    /// Restores settings (from Redis at start-up).
+    pub fn restore(&mut self, guild: u64, settings: GuildSettings) {
+        self.settings.insert(guild, settings);
+    }
+
+    /// Names a voice channel (from GUILD_CREATE).
+    pub fn name_channel(&mut self, channel: u64, name: impl Into<String>) {
+        self.channel_names.insert(channel, name.into());
+    }
+
+    /// A user's voice state changed (`None`: left voice).
+    pub fn voice_state(&mut self, guild: u64, user: u64, channel: Option<u64>, bot: bool) {
+        if bot {
+            self.bots.insert(user);
+        }
+        match channel {
+            Some(c) => {
+                self.voice.insert((guild, user), c);
+            }
+            None => {
+                self.voice.remove(&(guild, user));
+            }
+        }
+    }
+
+    /// Humans in a voice channel.
+    pub fn humans_in(&self, guild: u64, channel: u64) -> usize {
+        self.voice
+            .iter()
+            .filter(|((g, u), c)| *g == guild && **c == channel && !self.bots.contains(u))
+            .count()
+    }
+
+    /// Whether the bot should leave: it is in a channel no human is in.
+    pub fn should_leave(&self, guild: u64) -> bool {
+        self.settings
+            .get(&guild)
+            .and_then(|s| s.channel)
+            .is_some_and(|c| self.humans_in(guild, c) == 0)
+    }
+
+    fn channel_name(&self, channel: u64) -> String {
+        self.channel_names
+            .get(&channel)
+            .cloned()
+            .unwrap_or_else(|| format!("<#{channel}>"))
+    }
+
+    /// Runs a command from `user` in `guild`.
+    pub fn handle(
+        &mut self,
+        guild: u64,
+        user: u64,
+        command: &SlashCommand,
+        latencies: Latencies,
+    ) -> Reply {
+        let mut settings = self.settings(guild);
+        let reply = match command {
+            SlashCommand::Join { channel } => {
+                let Some(target) = channel.or_else(|| self.voice.get(&(guild, user)).copied())
+                else {
+                    return Reply::text(
+                        "Join a voice channel first, or name one: `/… join channel:`.",
+                    );
+                };
+                if settings.channel == Some(target) {
+                    return Reply::text(format!("I'm already in {}.", self.channel_name(target)));
+                }
+                settings.channel = Some(target);
+                Reply {
+                    content: format!(
+                        "Joining {} — {} is listening.",
+                        self.channel_name(target),
+                        settings.agent
+                    ),
+                    action: Some(VoiceAction::Join(target)),
+                }
+            }
+            SlashCommand::Leave => match settings.channel.take() {
+                None => return Reply::text("I'm not in a voice channel."),
+                Some(c) => Reply {
+                    content: format!("Leaving {}.", self.channel_name(c)),
+                    action: Some(VoiceAction::Leave),
+                },
+            },
+            SlashCommand::Agent(agent) => {
+                settings.agent = agent.clone();
+                Reply::text(format!("{agent} will answer from now on."))
+            }
+            SlashCommand::Sensitivity(level) => {
+                settings.sensitivity = *level;
+                Reply::text(format!(
+                    "Sensitivity is now {}: {}.",
+                    level.as_str(),
+                    match level {
+                        Sensitivity::Low => "I answer when called by name",
+                        Sensitivity::Medium => "I also answer what is clearly meant for me",
+                        Sensitivity::High => "I also answer what might be meant for me",
+                    }
+                ))
+            }
+            SlashCommand::Status => {
+                let channel = settings.channel.map_or_else(
+                    || "not in a voice channel".into(),
+                    |c| format!("in {}", self.channel_name(c)),
+                );
+                let latency = match (latencies.p50_ms, latencies.p95_ms) {
+                    (Some(p50), Some(p95)) => {
+                        format!("voice-to-voice p50 {p50:.0} ms, p95 {p95:.0} ms")
+                    }
+                    _ => "no turns yet".into(),
+                };
+                return Reply::text(format!(
+                    "Agent {}, sensitivity {}, {channel}; {latency}.",
+                    settings.agent,
+                    settings.sensitivity.as_str()
+                ));
+            }
+        };
+        self.settings.insert(guild, settings);
+        reply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: u64 = 1;
+    const ANN: u64 = 10;
+    const BOT: u64 = 99;
+    const LOUNGE: u64 = 100;
+
+    fn guilds() -> Guilds {
+        let mut g = Guilds::new("jarvis", Sensitivity::Low);
+        g.name_channel(LOUNGE, "Lounge");
+        g
+    }
+
+    #[test]
+    fn join_follows_the_user_and_refuses_when_they_are_not_in_voice() {
+        let mut g = guilds();
+        let r = g.handle(
+            G,
+            ANN,
+            &SlashCommand::Join { channel: None },
+            Latencies::default(),
+        );
+        assert!(r.content.contains("Join a voice channel first"), "{r:?}");
+        assert_eq!(r.action, None);
+        g.voice_state(G, ANN, Some(LOUNGE), false);
+        let r = g.handle(
+            G,
+            ANN,
+            &SlashCommand::Join { channel: None },
+            Latencies::default(),
+        );
+        assert_eq!(r.action, Some(VoiceAction::Join(LOUNGE)));
+        assert_eq!(r.content, "Joining Lounge — jarvis is listening.");
+        assert_eq!(g.settings(G).channel, Some(LOUNGE));
+        let again = g.handle(
+            G,
+            ANN,
+            &SlashCommand::Join { channel: None },
+            Latencies::default(),
+        );
+        assert_eq!(again.action, None);
+    }
+
+    #[test]
+    fn settings_change_and_show_in_status() {
+        let mut g = guilds();
+        g.handle(
+            G,
+            ANN,
+            &SlashCommand::Agent("sage".into()),
+            Latencies::default(),
+        );
+        g.handle(
+            G,
+            ANN,
+            &SlashCommand::Sensitivity(Sensitivity::High),
+            Latencies::default(),
+        );
+        let s = g.settings(G);
+        assert_eq!(
+            (s.agent.as_str(), s.sensitivity),
+            ("sage", Sensitivity::High)
+        );
+        let status = g.handle(
+            G,
+            ANN,
+            &SlashCommand::Status,
+            Latencies {
+                p50_ms: Some(812.0),
+                p95_ms: Some(1190.0),
+            },
+        );
+        assert_eq!(
+            status.content,
+            "Agent sage, sensitivity high, not in a voice channel; voice-to-voice p50 812 ms, p95 1190 ms."
+        );
+        // Another guild keeps the defaults.
+        assert_eq!(g.settings(2).agent, "jarvis");
+    }
+
+    #[test]
+    fn the_bot_leaves_a_channel_without_humans() {
+        let mut g = guilds();
+        g.voice_state(G, ANN, Some(LOUNGE), false);
+        g.handle(
+            G,
+            ANN,
+            &SlashCommand::Join { channel: None },
+            Latencies::default(),
+        );
+        g.voice_state(G, BOT, Some(LOUNGE), true);
+        assert!(!g.should_leave(G));
+        g.voice_state(G, ANN, None, false);
+        assert!(g.should_leave(G), "only the bot is left");
+        let r = g.handle(G, ANN, &SlashCommand::Leave, Latencies::default());
+        assert_eq!(r.action, Some(VoiceAction::Leave));
+        assert!(!g.should_leave(G));
+        let r = g.handle(G, ANN, &SlashCommand::Leave, Latencies::default());
+        assert_eq!(r.content, "I'm not in a voice channel.");
+    }
+}
