@@ -299,6 +299,47 @@ fn voice_state(state: &Shared, session: &str, guild: u64, channel: Option<u64>, 
     }
 }
 
+fn guild_session(state: &Shared, guild: u64) -> Result<(String, Guild), String> {
+    let inner = lock(&state.inner);
+    let g = inner
+        .guilds
+        .get(&guild)
+        .cloned()
+        .ok_or_else(|| format!("no guild {guild}"))?;
+    let session = inner
+        .sessions
+        .iter()
+        .find(|(_, s)| s.tx.is_some() && shard_of(guild, s.shard[1]) == s.shard[0])
+        .map(|(id, _)| id.clone())
+        .ok_or_else(|| format!("no connected shard for guild {guild}"))?;
+    Ok((session, g))
+}
+
+/// A user's voice state changes; the guild's shard is told.
+pub(crate) fn user_voice(
+    state: &Shared,
+    guild: u64,
+    user: &User,
+    channel: Option<u64>,
+) -> Result<(), String> {
+    let (session, _) = guild_session(state, guild)?;
+    let vs = json!({
+        "guild_id": guild.to_string(),
+        "channel_id": channel.map(|c| c.to_string()),
+        "user_id": user.id.to_string(),
+        "session_id": format!("user-voice-{}", user.id),
+        "deaf": false, "mute": false, "self_deaf": false, "self_mute": false,
+        "self_stream": false, "self_video": false, "suppress": false,
+        "request_to_speak_timestamp": null,
+        "member": member_json(user, None),
+    });
+    if dispatch(state, &session, "VOICE_STATE_UPDATE", vs) {
+        Ok(())
+    } else {
+        Err("the shard's connection is gone".into())
+    }
+}
+
 /// Sends an INTERACTION_CREATE for a slash command to the guild's shard.
 pub(crate) fn inject_command(
     state: &Shared,
@@ -307,21 +348,7 @@ pub(crate) fn inject_command(
     command: &str,
     options: Value,
 ) -> Result<u64, String> {
-    let (session, g) = {
-        let inner = lock(&state.inner);
-        let g = inner
-            .guilds
-            .get(&guild)
-            .cloned()
-            .ok_or_else(|| format!("no guild {guild}"))?;
-        let session = inner
-            .sessions
-            .iter()
-            .find(|(_, s)| s.tx.is_some() && shard_of(guild, s.shard[1]) == s.shard[0])
-            .map(|(id, _)| id.clone())
-            .ok_or_else(|| format!("no connected shard for guild {guild}"))?;
-        (session, g)
-    };
+    let (session, g) = guild_session(state, guild)?;
     let id = state.id();
     let token = format!("interaction-token-{id}");
     lock(&state.inner).interactions.insert(id, token.clone());

@@ -107,6 +107,12 @@ impl Simulator {
         gateway::inject_command(&self.state, guild, user, command, options)
     }
 
+    /// A user joins (`Some`) or leaves (`None`) a voice channel: the guild's shard gets a
+    /// VOICE_STATE_UPDATE.
+    pub fn user_voice(&self, guild: u64, user: &User, channel: Option<u64>) -> Result<(), String> {
+        gateway::user_voice(&self.state, guild, user, channel)
+    }
+
     /// Closes every gateway connection abruptly (as a network drop would): the bot should
     /// RESUME.
     pub fn drop_gateway_connections(&self) {

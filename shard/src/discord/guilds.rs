@@ -133,6 +133,13 @@ impl Guilds {
             .is_some_and(|c| self.humans_in(guild, c) == 0)
     }
 
+    /// The bot left the guild's voice channel (on its own, or because it emptied).
+    pub fn left(&mut self, guild: u64) {
+        if let Some(s) = self.settings.get_mut(&guild) {
+            s.channel = None;
+        }
+    }
+
     fn channel_name(&self, channel: u64) -> String {
         self.channel_names
             .get(&channel)

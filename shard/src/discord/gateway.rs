@@ -1,0 +1,236 @@
+//! The gateway loop: this pod's shards (twilight-gateway), slash commands answered through
+//! twilight-http, voice joins and leaves asked of the gateway. The same code reaches real
+//! Discord (no overrides) or the simulator (`api_proxy` and `gateway_url` set).
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use twilight_gateway::{
+    CloseFrame, ConfigBuilder, Event, EventTypeFlags, Intents, MessageSender, Shard, ShardId,
+    StreamExt as _,
+};
+use twilight_model::application::interaction::Interaction;
+use twilight_model::channel::message::MessageFlags;
+use twilight_model::gateway::payload::incoming::GuildCreate;
+use twilight_model::gateway::payload::outgoing::UpdateVoiceState;
+use twilight_model::http::interaction::{
+    InteractionResponse, InteractionResponseData, InteractionResponseType,
+};
+use twilight_model::id::Id;
+use twilight_model::id::marker::ApplicationMarker;
+
+use super::commands::{self, CommandError};
+use super::guilds::{Guilds, Latencies, VoiceAction};
+use super::plan::ShardPlan;
+use crate::converse::relevance::Sensitivity;
+use crate::lock;
+use crate::secret::Secret;
+
+/// How the shard reaches Discord and what it offers.
+#[derive(Clone)]
+pub struct DiscordConfig {
+    /// The bot token.
+    pub token: Secret,
+    /// The application id.
+    pub application_id: u64,
+    /// The slash command's name (the deployment's agent name, e.g. `jarvis`).
+    pub command: String,
+    /// Agents a guild can choose (the first is the default).
+    pub agents: Vec<String>,
+    /// Sensitivity of guilds that have not chosen.
+    pub default_sensitivity: Sensitivity,
+    /// `host:port` of a plain-HTTP REST API instead of discord.com (the simulator).
+    pub api_proxy: Option<String>,
+    /// `ws://host:port` of a gateway instead of Discord's (the simulator).
+    pub gateway_url: Option<String>,
+    /// The shards of this pod.
+    pub plan: ShardPlan,
+}
+
+impl std::fmt::Debug for DiscordConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscordConfig")
+            .field("token", &self.token)
+            .field("application_id", &self.application_id)
+            .field("command", &self.command)
+            .field("agents", &self.agents)
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Guilds, voice and the gateway's intents: nothing privileged.
+const INTENTS: Intents = Intents::GUILDS.union(Intents::GUILD_VOICE_STATES);
+
+struct Ctx {
+    config: DiscordConfig,
+    http: twilight_http::Client,
+    app: Id<ApplicationMarker>,
+    guilds: Mutex<Guilds>,
+    bot_user: Mutex<Option<u64>>,
+}
+
+/// Runs this pod's shards until `shutdown` turns true; then closes them with a resumable code
+/// (the next pod RESUMEs their sessions).
+pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut http = twilight_http::Client::builder().token(config.token.expose().to_string());
+    if let Some(proxy) = &config.api_proxy {
+        http = http.proxy(proxy.clone(), true);
+    }
+    let default_agent = config
+        .agents
+        .first()
+        .cloned()
+        .unwrap_or_else(|| config.command.clone());
+    let ctx = Arc::new(Ctx {
+        app: Id::new(config.application_id.max(1)),
+        http: http.build(),
+        guilds: Mutex::new(Guilds::new(default_agent, config.default_sensitivity)),
+        bot_user: Mutex::new(None),
+        config,
+    });
+    let mut tasks = Vec::new();
+    let mut senders = Vec::new();
+    for id in ctx.config.plan.shards() {
+        let mut builder = ConfigBuilder::new(ctx.config.token.expose().to_string(), INTENTS);
+        if let Some(url) = &ctx.config.gateway_url {
+            builder = builder.proxy_url(url.clone());
+        }
+        let shard = Shard::with_config(ShardId::new(id, ctx.config.plan.count), builder.build());
+        senders.push(shard.sender());
+        tasks.push(tokio::spawn(shard_loop(shard, ctx.clone())));
+    }
+    tracing::info!(shards = ?ctx.config.plan.shards(), total = ctx.config.plan.count, "shards started");
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+    tracing::info!("shutting down: closing the shards with a resumable code");
+    for s in &senders {
+        let _ = s.close(CloseFrame::RESUME);
+    }
+    for t in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
+    Ok(())
+}
+
+async fn shard_loop(mut shard: Shard, ctx: Arc<Ctx>) {
+    let sender = shard.sender();
+    while let Some(item) = shard.next_event(EventTypeFlags::all()).await {
+        match item {
+            Ok(event) => handle(&ctx, &sender, event).await,
+            Err(e) => tracing::warn!(shard = %shard.id(), error = %e, "gateway receive error"),
+        }
+    }
+    tracing::info!(shard = %shard.id(), "shard stopped");
+}
+
+async fn handle(ctx: &Ctx, sender: &MessageSender, event: Event) {
+    match event {
+        Event::Ready(ready) => {
+            *lock(&ctx.bot_user) = Some(ready.user.id.get());
+            tracing::info!(guilds = ready.guilds.len(), "ready");
+        }
+        Event::GuildCreate(g) => {
+            let GuildCreate::Available(guild) = *g else {
+                return;
+            };
+            {
+                let mut guilds = lock(&ctx.guilds);
+                for c in &guild.channels {
+                    if let Some(name) = &c.name {
+                        guilds.name_channel(c.id.get(), name.clone());
+                    }
+                }
+                let bot = *lock(&ctx.bot_user);
+                for vs in &guild.voice_states {
+                    let user = vs.user_id.get();
+                    guilds.voice_state(
+                        guild.id.get(),
+                        user,
+                        vs.channel_id.map(|c| c.get()),
+                        Some(user) == bot,
+                    );
+                }
+            }
+            let defs = commands::definitions(&ctx.config.command, &ctx.config.agents);
+            if let Err(e) = ctx
+                .http
+                .interaction(ctx.app)
+                .set_guild_commands(guild.id, &defs)
+                .await
+            {
+                tracing::warn!(guild = guild.id.get(), error = %e, "registering commands failed");
+            }
+        }
+        Event::VoiceStateUpdate(vs) => {
+            let Some(guild) = vs.guild_id.map(|g| g.get()) else {
+                return;
+            };
+            let user = vs.user_id.get();
+            let is_bot = Some(user) == *lock(&ctx.bot_user)
+                || vs.member.as_ref().is_some_and(|m| m.user.bot);
+            let leave = {
+                let mut guilds = lock(&ctx.guilds);
+                guilds.voice_state(guild, user, vs.channel_id.map(|c| c.get()), is_bot);
+                guilds.should_leave(guild)
+            };
+            if leave {
+                tracing::info!(guild, "the voice channel has no humans left; leaving");
+                lock(&ctx.guilds).left(guild);
+                voice(sender, guild, None);
+            }
+        }
+        Event::InteractionCreate(i) => interaction(ctx, sender, &i).await,
+        _ => {}
+    }
+}
+
+fn voice(sender: &MessageSender, guild: u64, channel: Option<u64>) {
+    let Some(guild) = Id::new_checked(guild) else {
+        return;
+    };
+    let cmd = UpdateVoiceState::new(guild, channel.and_then(Id::new_checked), false, false);
+    if let Err(e) = sender.command(&cmd) {
+        tracing::warn!(error = %e, "voice state update not sent");
+    }
+}
+
+async fn interaction(ctx: &Ctx, sender: &MessageSender, i: &Interaction) {
+    let parsed = commands::parse(&ctx.config.command, i, &ctx.config.agents);
+    let content = match parsed {
+        Err(CommandError::NotOurs) => return,
+        Err(e) => e.to_string(),
+        Ok(command) => {
+            let (Some(guild), Some(user)) = (i.guild_id, i.author_id()) else {
+                return;
+            };
+            let reply =
+                lock(&ctx.guilds).handle(guild.get(), user.get(), &command, Latencies::default());
+            match reply.action {
+                Some(VoiceAction::Join(channel)) => voice(sender, guild.get(), Some(channel)),
+                Some(VoiceAction::Leave) => voice(sender, guild.get(), None),
+                None => {}
+            }
+            reply.content
+        }
+    };
+    let response = InteractionResponse {
+        kind: InteractionResponseType::ChannelMessageWithSource,
+        data: Some(InteractionResponseData {
+            content: Some(content),
+            flags: Some(MessageFlags::EPHEMERAL),
+            ..InteractionResponseData::default()
+        }),
+    };
+    if let Err(e) = ctx
+        .http
+        .interaction(ctx.app)
+        .create_response(i.id, &i.token, &response)
+        .await
+    {
+        tracing::warn!(error = %e, "answering an interaction failed");
+    }
+}

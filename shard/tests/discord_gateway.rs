@@ -1,0 +1,173 @@
+//! The shard's gateway loop against the Discord simulator: commands registered per guild,
+//! `/jarvis join` follows the user into voice, settings refused without Manage Server, the bot
+//! leaves when the channel empties, and shutdown closes the shard resumably.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::watch;
+use voicebot_discord_sim::{Guild, SimConfig, SimEvent, Simulator, User};
+use voicebot_shard::converse::relevance::Sensitivity;
+use voicebot_shard::discord::gateway::{DiscordConfig, run};
+use voicebot_shard::discord::plan::ShardPlan;
+use voicebot_shard::secret::Secret;
+
+const GUILD: u64 = 1_400_000_000_000_000_001;
+const LOUNGE: u64 = 1_400_000_000_000_000_010;
+
+async fn wait(sim: &Simulator, what: &str, f: impl Fn(&SimEvent) -> bool) -> SimEvent {
+    let start = Instant::now();
+    loop {
+        if let Some(e) = sim.history().into_iter().find(|e| f(e)) {
+            return e;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never saw {what}: {:#?}",
+            sim.history()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn reply(sim: &Simulator, id: u64) -> impl Fn(&SimEvent) -> bool + '_ {
+    let _ = sim;
+    move |e| matches!(e, SimEvent::InteractionReply { interaction, .. } if *interaction == id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim_config = SimConfig::default();
+    let ann = User::new(1_500_000_000_000_000_001, "Ann", false);
+    let bob = User::new(1_500_000_000_000_000_002, "Bob", false);
+    let sim = Simulator::start(sim_config.clone()).await.unwrap();
+    sim.add_guild(Guild {
+        id: GUILD,
+        name: "Test".into(),
+        owner: ann.id,
+        text_channel: 1_400_000_000_000_000_002,
+        voice_channels: vec![(LOUNGE, "Lounge".into())],
+        members: vec![ann.clone(), bob.clone()],
+    });
+    let config = DiscordConfig {
+        token: Secret::new(sim_config.token.clone()),
+        application_id: sim_config.application_id,
+        command: "jarvis".into(),
+        agents: vec!["jarvis".into(), "sage".into()],
+        default_sensitivity: Sensitivity::Low,
+        api_proxy: Some(sim.http_proxy()),
+        gateway_url: Some(sim.gateway_url()),
+        plan: ShardPlan {
+            count: 1,
+            per_pod: 1,
+            ordinal: 0,
+        },
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let shard = tokio::spawn(run(config, shutdown));
+    wait(&sim, "the guild's commands", |e| {
+        matches!(
+            e,
+            SimEvent::Commands {
+                guild: Some(GUILD),
+                ..
+            }
+        )
+    })
+    .await;
+
+    // Ann is not in voice yet: join explains; then she joins and the bot follows.
+    let id = sim
+        .run_command(GUILD, &ann, "jarvis", json!([{"name": "join", "type": 1}]))
+        .unwrap();
+    let SimEvent::InteractionReply {
+        content, ephemeral, ..
+    } = wait(&sim, "the reply", reply(&sim, id)).await
+    else {
+        unreachable!()
+    };
+    assert!(
+        content.starts_with("Join a voice channel first"),
+        "{content}"
+    );
+    assert!(ephemeral);
+    sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = sim
+        .run_command(GUILD, &ann, "jarvis", json!([{"name": "join", "type": 1}]))
+        .unwrap();
+    let SimEvent::InteractionReply { content, .. } = wait(&sim, "the reply", reply(&sim, id)).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(content, "Joining Lounge — jarvis is listening.");
+    wait(&sim, "the voice join", |e| {
+        *e == SimEvent::VoiceState {
+            guild: GUILD,
+            channel: Some(LOUNGE),
+        }
+    })
+    .await;
+
+    // Bob may not change settings; Ann may.
+    let id = sim
+        .run_command(
+            GUILD,
+            &bob,
+            "jarvis",
+            json!([{"name": "sensitivity", "type": 1,
+                    "options": [{"name": "level", "type": 3, "value": "high"}]}]),
+        )
+        .unwrap();
+    let SimEvent::InteractionReply { content, .. } = wait(&sim, "the reply", reply(&sim, id)).await
+    else {
+        unreachable!()
+    };
+    assert!(content.contains("Manage Server"), "{content}");
+    let id = sim
+        .run_command(
+            GUILD,
+            &ann,
+            "jarvis",
+            json!([{"name": "agent", "type": 1,
+                    "options": [{"name": "name", "type": 3, "value": "sage"}]}]),
+        )
+        .unwrap();
+    wait(&sim, "the agent change", reply(&sim, id)).await;
+    let id = sim
+        .run_command(
+            GUILD,
+            &bob,
+            "jarvis",
+            json!([{"name": "status", "type": 1}]),
+        )
+        .unwrap();
+    let SimEvent::InteractionReply { content, .. } =
+        wait(&sim, "the status", reply(&sim, id)).await
+    else {
+        unreachable!()
+    };
+    assert!(
+        content.starts_with("Agent sage, sensitivity low, in Lounge"),
+        "{content}"
+    );
+
+    // Ann leaves: no human is left, so the bot leaves too.
+    sim.user_voice(GUILD, &ann, None).unwrap();
+    wait(&sim, "the bot leaving", |e| {
+        *e == SimEvent::VoiceState {
+            guild: GUILD,
+            channel: None,
+        }
+    })
+    .await;
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), shard)
+        .await
+        .expect("the shard stops on shutdown")
+        .unwrap()
+        .unwrap();
+}
