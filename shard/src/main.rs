@@ -1,11 +1,12 @@
 //! `voicebot-shard`: one pod of the voice-assistant fleet.
 //!
 //! Subcommands: `pipeline` (the listening pipeline on a WAV file), `transcribe` (Whisper
-//! alone), `ask` (one question to an agent through the OpenClaw gateway). The Discord shard and
-//! the conversation engine join them as they land.
+//! alone), `ask` (one question to an agent through the OpenClaw gateway), `run` (the pod's
+//! Discord shards, as the operator starts it).
 
 mod ask;
 mod converse_cli;
+mod run;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,6 +41,10 @@ enum Command {
     /// Ask an agent through the OpenClaw gateway and stream the reply to stdout. The token
     /// comes from $OPENCLAW_GATEWAY_TOKEN or --token-file.
     Ask(ask::AskArgs),
+    /// Run this pod's Discord shards (as the operator starts it; configuration from the
+    /// environment: DISCORD_TOKEN, DISCORD_APPLICATION_ID, SHARD_COUNT, SHARDS_PER_POD,
+    /// POD_NAME, VOICEBOT_CONFIG, METRICS_ADDR).
+    Run(run::RunArgs),
 }
 
 #[derive(Args)]
@@ -161,6 +166,7 @@ fn main() -> ExitCode {
         Command::Pipeline(args) => run_pipeline(&args),
         Command::Transcribe(args) => run_transcribe(&args),
         Command::Ask(args) => ask::run(&args),
+        Command::Run(args) => run::run_shard(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

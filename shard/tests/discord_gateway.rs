@@ -171,3 +171,116 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
         .unwrap()
         .unwrap();
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_command_starts_as_the_operator_configures_it_and_stops_on_sigterm() {
+    let sim_config = SimConfig::default();
+    let sim = Simulator::start(sim_config.clone()).await.unwrap();
+    sim.add_guild(Guild {
+        id: GUILD,
+        name: "Test".into(),
+        owner: 1,
+        text_channel: 1_400_000_000_000_000_002,
+        voice_channels: vec![(LOUNGE, "Lounge".into())],
+        members: vec![],
+    });
+    let dir = std::env::temp_dir().join(format!("voicebot-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The ConfigMap the operator renders.
+    let config = dir.join("voicebot.json");
+    std::fs::write(
+        &config,
+        r#"{"agents": [{"name": "sage"}, {"name": "jarvis"}], "defaultSensitivity": "medium"}"#,
+    )
+    .unwrap();
+    let port = free_port();
+    let log = dir.join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_voicebot-shard"))
+        .arg("run")
+        .env("DISCORD_TOKEN", &sim_config.token)
+        .env(
+            "DISCORD_APPLICATION_ID",
+            sim_config.application_id.to_string(),
+        )
+        .env("DISCORD_API_PROXY", sim.http_proxy())
+        .env("DISCORD_GATEWAY_URL", sim.gateway_url())
+        .env("SHARD_COUNT", "1")
+        .env("SHARDS_PER_POD", "1")
+        .env("POD_NAME", "sage-shard-0")
+        .env("VOICEBOT_CONFIG", &config)
+        .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("VOICEBOT_LOG", "debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let commands = wait(&sim, "the guild's commands", |e| {
+        matches!(
+            e,
+            SimEvent::Commands {
+                guild: Some(GUILD),
+                ..
+            }
+        )
+    })
+    .await;
+    let SimEvent::Commands { commands, .. } = commands else {
+        unreachable!()
+    };
+    assert_eq!(
+        commands[0]["name"], "sage",
+        "the first agent names the command"
+    );
+    let ready = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // SIGTERM: a clean, resumable stop.
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logs.contains(&sim_config.token),
+        "the bot token appeared in the logs"
+    );
+
+    // Without a token: a clear error, not a panic.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voicebot-shard"))
+        .arg("run")
+        .env_remove("DISCORD_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DISCORD_TOKEN is not set"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,148 @@
+//! `voicebot-shard run`: the pod as the operator starts it. Its shards come from the
+//! environment (SHARD_COUNT, SHARDS_PER_POD, POD_NAME), the token from DISCORD_TOKEN, the
+//! agents from the ConfigMap file (VOICEBOT_CONFIG); `/healthz` and `/readyz` are served on
+//! METRICS_ADDR. SIGTERM or Ctrl-C closes the shards with a resumable code.
+//!
+//! For the simulator (tests, the demo) DISCORD_API_PROXY (`host:port`, plain HTTP) and
+//! DISCORD_GATEWAY_URL (`ws://host:port`) replace Discord's addresses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use voicebot_shard::converse::relevance::Sensitivity;
+use voicebot_shard::discord::gateway::{DiscordConfig, run};
+use voicebot_shard::discord::plan::ShardPlan;
+use voicebot_shard::secret::Secret;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The slash command's name (default: the first agent).
+    #[arg(long, env = "VOICEBOT_COMMAND")]
+    command: Option<String>,
+    /// Agents, comma-separated (default: from VOICEBOT_CONFIG, else "jarvis").
+    #[arg(long, env = "VOICEBOT_AGENTS", value_delimiter = ',')]
+    agents: Vec<String>,
+    /// The configuration file the operator mounts.
+    #[arg(long, env = "VOICEBOT_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Address of /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    metrics_addr: String,
+}
+
+fn from_config_file(path: &std::path::Path) -> anyhow::Result<(Vec<String>, Sensitivity)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let agents = v["agents"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let sensitivity = v["defaultSensitivity"]
+        .as_str()
+        .unwrap_or("low")
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((agents, sensitivity))
+}
+
+pub fn run_shard(args: &RunArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let token = std::env::var("DISCORD_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .context(
+            "DISCORD_TOKEN is not set (the bot token; the operator passes it from a Secret)",
+        )?;
+    let application_id = std::env::var("DISCORD_APPLICATION_ID")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|v| *v > 0)
+        .context("DISCORD_APPLICATION_ID must be the application's numeric id")?;
+    let plan = ShardPlan::from_env()?;
+    let (mut agents, sensitivity) = match &args.config {
+        Some(path) => from_config_file(path)?,
+        None => (Vec::new(), Sensitivity::Low),
+    };
+    if !args.agents.is_empty() {
+        agents = args.agents.clone();
+    }
+    if agents.is_empty() {
+        agents.push("jarvis".into());
+    }
+    let config = DiscordConfig {
+        token: Secret::new(token.trim()),
+        application_id,
+        command: args.command.clone().unwrap_or_else(|| agents[0].clone()),
+        agents,
+        default_sensitivity: sensitivity,
+        api_proxy: std::env::var("DISCORD_API_PROXY").ok(),
+        gateway_url: std::env::var("DISCORD_GATEWAY_URL").ok(),
+        plan,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let ready = Arc::new(AtomicBool::new(false));
+        let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
+            .await
+            .with_context(|| format!("binding {}", args.metrics_addr))?;
+        tokio::spawn(health(listener, ready.clone()));
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = stop.send(true);
+        });
+        ready.store(true, Ordering::Relaxed);
+        run(config, shutdown).await
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn health(listener: tokio::net::TcpListener, ready: Arc<AtomicBool>) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let Ok(n) = stream.read(&mut buf).await else {
+                return;
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (code, body) = match path {
+                "/healthz" => ("200 OK", "ok\n"),
+                "/readyz" if ready.load(Ordering::Relaxed) => ("200 OK", "ok\n"),
+                "/readyz" => ("503 Service Unavailable", "starting\n"),
+                _ => ("404 Not Found", "not found\n"),
+            };
+            let resp = format!(
+                "HTTP/1.1 {code}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+        });
+    }
+}
