@@ -4,6 +4,8 @@
 //! ready itself, and garbage collection is checked through owner references.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -21,16 +23,10 @@ use voicebot_crds::VoiceBot;
 use voicebot_operator::metrics::Metrics;
 use voicebot_operator::reconcile::{self, Capabilities, Context};
 
+use common::{Redis, free_port};
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// etcd + kube-apiserver, killed when dropped.
@@ -198,40 +194,6 @@ fn env_of(sts: &StatefulSet, name: &str) -> String {
         .unwrap_or_default()
 }
 
-struct Redis(Child, u16);
-
-impl Redis {
-    fn start() -> Self {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self(child, port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn add_pod(pods: &Api<Pod>, ordinal: u32) {
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": format!("jarvis-shard-{ordinal}"),
@@ -316,7 +278,7 @@ async fn the_operator_runs_a_voicebot_on_a_real_api_server() {
 
     // The example bot, with a real Redis.
     let redis = Redis::start();
-    let redis_url = format!("redis://127.0.0.1:{}", redis.1);
+    let redis_url = redis.url();
     let mut example: serde_json::Value = serde_yaml::from_str(
         &std::fs::read_to_string(root().join("examples/voicebot.yaml")).unwrap(),
     )

@@ -4,6 +4,8 @@
 //! API server is in `apiserver.rs`.) Redis cleanup runs against a real `redis-server`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +16,8 @@ use serde_json::{Value, json};
 use voicebot_crds::VoiceBot;
 use voicebot_operator::metrics::Metrics;
 use voicebot_operator::reconcile::{Capabilities, Context, FINALIZER, reconcile};
+
+use common::Redis;
 
 /// The fake API server's state.
 #[derive(Default)]
@@ -413,49 +417,6 @@ async fn without_a_count_the_token_secret_is_needed_and_its_absence_is_clear() {
     let (s, reason) = condition(&h.status(), "Degraded");
     assert_eq!((s.as_str(), reason.as_str()), ("True", "SecretMissing"));
     assert!(h.get(STS).is_none(), "nothing runs without a shard count");
-}
-
-/// A real redis-server on a free port, stopped when dropped.
-struct Redis(std::process::Child, u16);
-
-impl Redis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup.sh installs it)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Self(child, port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.1)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]
