@@ -95,6 +95,28 @@ impl Simulator {
         state::lock(&self.state.inner).history.clone()
     }
 
+    /// Waits (up to 20 s) for the first recorded event that matches; the error lists what was
+    /// recorded instead.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        pred: impl Fn(&SimEvent) -> bool,
+    ) -> Result<SimEvent, String> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(e) = self.history().into_iter().find(|e| pred(e)) {
+                return Ok(e);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                return Err(format!(
+                    "the simulator never saw {what}; it saw: {:#?}",
+                    self.history()
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// A user runs a slash command: an INTERACTION_CREATE goes to the shard of the guild.
     /// Returns the interaction id; the bot's answer arrives as [`SimEvent::InteractionReply`].
     pub fn run_command(

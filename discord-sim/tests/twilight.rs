@@ -36,21 +36,6 @@ async fn next(shard: &mut Shard, what: &str, mut f: impl FnMut(&Event) -> bool) 
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-async fn wait_sim(sim: &Simulator, what: &str, f: impl Fn(&SimEvent) -> bool) -> SimEvent {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(e) = sim.history().into_iter().find(|e| f(e)) {
-            return e;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the simulator never saw {what}: {:?}",
-            sim.history()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_twilight_identifies_gets_its_guild_answers_a_command_and_resumes() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -165,10 +150,12 @@ async fn real_twilight_identifies_gets_its_guild_answers_a_command_and_resumes()
         )
         .await
         .unwrap();
-    let reply = wait_sim(&sim, "the reply", |e| {
-        matches!(e, SimEvent::InteractionReply { .. })
-    })
-    .await;
+    let reply = sim
+        .wait_for("the reply", |e| {
+            matches!(e, SimEvent::InteractionReply { .. })
+        })
+        .await
+        .unwrap();
     assert_eq!(
         reply,
         SimEvent::InteractionReply {

@@ -16,21 +16,6 @@ use voicebot_shard::secret::Secret;
 const GUILD: u64 = 1_400_000_000_000_000_001;
 const LOUNGE: u64 = 1_400_000_000_000_000_010;
 
-async fn wait(sim: &Simulator, what: &str, f: impl Fn(&SimEvent) -> bool) -> SimEvent {
-    let start = Instant::now();
-    loop {
-        if let Some(e) = sim.history().into_iter().find(|e| f(e)) {
-            return e;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "never saw {what}: {:#?}",
-            sim.history()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn reply(sim: &Simulator, id: u64) -> impl Fn(&SimEvent) -> bool + '_ {
     let _ = sim;
     move |e| matches!(e, SimEvent::InteractionReply { interaction, .. } if *interaction == id)
@@ -67,7 +52,7 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
     };
     let (stop, shutdown) = watch::channel(false);
     let shard = tokio::spawn(run(config, shutdown));
-    wait(&sim, "the guild's commands", |e| {
+    sim.wait_for("the guild's commands", |e| {
         matches!(
             e,
             SimEvent::Commands {
@@ -76,7 +61,8 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
             }
         )
     })
-    .await;
+    .await
+    .unwrap();
 
     // Ann is not in voice yet: join explains; then she joins and the bot follows.
     let id = sim
@@ -84,7 +70,7 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
         .unwrap();
     let SimEvent::InteractionReply {
         content, ephemeral, ..
-    } = wait(&sim, "the reply", reply(&sim, id)).await
+    } = sim.wait_for("the reply", reply(&sim, id)).await.unwrap()
     else {
         unreachable!()
     };
@@ -98,18 +84,20 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
     let id = sim
         .run_command(GUILD, &ann, "jarvis", json!([{"name": "join", "type": 1}]))
         .unwrap();
-    let SimEvent::InteractionReply { content, .. } = wait(&sim, "the reply", reply(&sim, id)).await
+    let SimEvent::InteractionReply { content, .. } =
+        sim.wait_for("the reply", reply(&sim, id)).await.unwrap()
     else {
         unreachable!()
     };
     assert_eq!(content, "Joining Lounge — jarvis is listening.");
-    wait(&sim, "the voice join", |e| {
+    sim.wait_for("the voice join", |e| {
         *e == SimEvent::VoiceState {
             guild: GUILD,
             channel: Some(LOUNGE),
         }
     })
-    .await;
+    .await
+    .unwrap();
 
     // Bob may not change settings; Ann may.
     let id = sim
@@ -121,7 +109,8 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
                     "options": [{"name": "level", "type": 3, "value": "high"}]}]),
         )
         .unwrap();
-    let SimEvent::InteractionReply { content, .. } = wait(&sim, "the reply", reply(&sim, id)).await
+    let SimEvent::InteractionReply { content, .. } =
+        sim.wait_for("the reply", reply(&sim, id)).await.unwrap()
     else {
         unreachable!()
     };
@@ -135,7 +124,9 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
                     "options": [{"name": "name", "type": 3, "value": "sage"}]}]),
         )
         .unwrap();
-    wait(&sim, "the agent change", reply(&sim, id)).await;
+    sim.wait_for("the agent change", reply(&sim, id))
+        .await
+        .unwrap();
     let id = sim
         .run_command(
             GUILD,
@@ -145,7 +136,7 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
         )
         .unwrap();
     let SimEvent::InteractionReply { content, .. } =
-        wait(&sim, "the status", reply(&sim, id)).await
+        sim.wait_for("the status", reply(&sim, id)).await.unwrap()
     else {
         unreachable!()
     };
@@ -156,13 +147,14 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
 
     // Ann leaves: no human is left, so the bot leaves too.
     sim.user_voice(GUILD, &ann, None).unwrap();
-    wait(&sim, "the bot leaving", |e| {
+    sim.wait_for("the bot leaving", |e| {
         *e == SimEvent::VoiceState {
             guild: GUILD,
             channel: None,
         }
     })
-    .await;
+    .await
+    .unwrap();
 
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), shard)
@@ -221,16 +213,18 @@ async fn the_run_command_starts_as_the_operator_configures_it_and_stops_on_sigte
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let commands = wait(&sim, "the guild's commands", |e| {
-        matches!(
-            e,
-            SimEvent::Commands {
-                guild: Some(GUILD),
-                ..
-            }
-        )
-    })
-    .await;
+    let commands = sim
+        .wait_for("the guild's commands", |e| {
+            matches!(
+                e,
+                SimEvent::Commands {
+                    guild: Some(GUILD),
+                    ..
+                }
+            )
+        })
+        .await
+        .unwrap();
     let SimEvent::Commands { commands, .. } = commands else {
         unreachable!()
     };
