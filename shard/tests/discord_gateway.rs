@@ -16,8 +16,7 @@ use voicebot_shard::secret::Secret;
 const GUILD: u64 = 1_400_000_000_000_000_001;
 const LOUNGE: u64 = 1_400_000_000_000_000_010;
 
-fn reply(sim: &Simulator, id: u64) -> impl Fn(&SimEvent) -> bool + '_ {
-    let _ = sim;
+fn reply(id: u64) -> impl Fn(&SimEvent) -> bool {
     move |e| matches!(e, SimEvent::InteractionReply { interaction, .. } if *interaction == id)
 }
 
@@ -70,7 +69,7 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
         .unwrap();
     let SimEvent::InteractionReply {
         content, ephemeral, ..
-    } = sim.wait_for("the reply", reply(&sim, id)).await.unwrap()
+    } = sim.wait_for("the reply", reply(id)).await.unwrap()
     else {
         unreachable!()
     };
@@ -85,7 +84,7 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
         .run_command(GUILD, &ann, "jarvis", json!([{"name": "join", "type": 1}]))
         .unwrap();
     let SimEvent::InteractionReply { content, .. } =
-        sim.wait_for("the reply", reply(&sim, id)).await.unwrap()
+        sim.wait_for("the reply", reply(id)).await.unwrap()
     else {
         unreachable!()
     };
@@ -110,7 +109,7 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
         )
         .unwrap();
     let SimEvent::InteractionReply { content, .. } =
-        sim.wait_for("the reply", reply(&sim, id)).await.unwrap()
+        sim.wait_for("the reply", reply(id)).await.unwrap()
     else {
         unreachable!()
     };
@@ -124,9 +123,7 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
                     "options": [{"name": "name", "type": 3, "value": "sage"}]}]),
         )
         .unwrap();
-    sim.wait_for("the agent change", reply(&sim, id))
-        .await
-        .unwrap();
+    sim.wait_for("the agent change", reply(id)).await.unwrap();
     let id = sim
         .run_command(
             GUILD,
@@ -136,7 +133,7 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
         )
         .unwrap();
     let SimEvent::InteractionReply { content, .. } =
-        sim.wait_for("the status", reply(&sim, id)).await.unwrap()
+        sim.wait_for("the status", reply(id)).await.unwrap()
     else {
         unreachable!()
     };
