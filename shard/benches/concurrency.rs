@@ -7,13 +7,13 @@
 //! `cargo bench -p voicebot-shard --bench concurrency [-- --max N --workers W]`.
 #![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
 #[path = "../tests/common/gateway.rs"]
 mod gateway;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use voicebot_shard::audio;
 use voicebot_shard::converse::engine::Conversation;
 use voicebot_shard::converse::names::{CommonWords, NameMatcher};
 use voicebot_shard::converse::relevance::{Relevance, RelevanceConfig, Sensitivity};
@@ -26,25 +26,6 @@ use voicebot_shard::openclaw::device::MemoryStore;
 use voicebot_shard::openclaw::{GatewayClient, session_key};
 use voicebot_shard::speak::tts::Voice;
 use voicebot_shard::speak::tts::piper::PiperVoice;
-
-fn speak(text: &str, voice: &str, speed: u32) -> Vec<f32> {
-    let path = std::env::temp_dir().join(format!(
-        "voicebot-conc-{}-{}.wav",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    let ok = std::process::Command::new("espeak-ng")
-        .args(["-v", voice, "-s", &speed.to_string(), "-w"])
-        .arg(&path)
-        .arg(text)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let pcm = audio::to_pipeline_rate(&audio::read_wav(&path).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&path);
-    pcm
-}
 
 fn arg(name: &str) -> Option<usize> {
     let args: Vec<String> = std::env::args().collect();
@@ -222,7 +203,10 @@ fn main() {
         all.push(more);
     }
     let pool = Arc::new(EnginePool::new(all, PoolConfig::default()));
-    let clips: Vec<Vec<f32>> = QUESTIONS.iter().map(|(t, v)| speak(t, v, 165)).collect();
+    let clips: Vec<Vec<f32>> = QUESTIONS
+        .iter()
+        .map(|(t, v)| common::speak(t, v, 165))
+        .collect();
 
     let client = rt.block_on(async {
         let client =

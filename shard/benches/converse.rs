@@ -7,13 +7,13 @@
 //! its real-time factor.
 #![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
 #[path = "../tests/common/gateway.rs"]
 mod gateway;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use voicebot_shard::audio;
 use voicebot_shard::converse::engine::Conversation;
 use voicebot_shard::converse::names::{CommonWords, NameMatcher};
 use voicebot_shard::converse::relevance::{Relevance, RelevanceConfig, Sensitivity};
@@ -24,19 +24,6 @@ use voicebot_shard::models::{DEFAULT_PIPER_VOICE, ModelPaths, WhisperModel};
 use voicebot_shard::openclaw::device::MemoryStore;
 use voicebot_shard::openclaw::{GatewayClient, session_key};
 use voicebot_shard::speak::tts::piper::PiperVoice;
-
-fn speak(text: &str, voice: &str, speed: u32) -> Vec<f32> {
-    let path = std::env::temp_dir().join(format!("voicebot-bench-{}.wav", std::process::id()));
-    let ok = std::process::Command::new("espeak-ng")
-        .args(["-v", voice, "-s", &speed.to_string(), "-w"])
-        .arg(&path)
-        .arg(text)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    audio::to_pipeline_rate(&audio::read_wav(&path).unwrap()).unwrap()
-}
 
 fn summary(name: &str, v: &[f64]) {
     let p = |q| percentile(v, q).unwrap_or(f64::NAN);
@@ -118,7 +105,12 @@ fn main() {
     let (mut overhead, mut listen_ms, mut tts_first) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..3 {
         for (i, (text, v, speed)) in questions.iter().enumerate() {
-            let clip = [vec![0.0; 8_000], speak(text, v, *speed), vec![0.0; 40_000]].concat();
+            let clip = [
+                vec![0.0; 8_000],
+                common::speak(text, v, *speed),
+                vec![0.0; 40_000],
+            ]
+            .concat();
             let mut listener = Listener::new(ListenerConfig::default(), models.new_vad().unwrap());
             let mut utterances = Vec::new();
             for f in clip.chunks(320) {
