@@ -176,11 +176,7 @@ fn main() {
     }
     let max = arg("--max").unwrap_or(12);
     let workers = arg("--workers").unwrap_or(2);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let gw = gateway::Gateway::start();
     let paths = ModelPaths::locate(None, WhisperModel::TinyEn).unwrap();
     let stt = SttConfig {

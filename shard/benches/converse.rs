@@ -25,25 +25,11 @@ use voicebot_shard::openclaw::device::MemoryStore;
 use voicebot_shard::openclaw::{GatewayClient, session_key};
 use voicebot_shard::speak::tts::piper::PiperVoice;
 
-fn summary(name: &str, v: &[f64]) {
-    let p = |q| percentile(v, q).unwrap_or(f64::NAN);
-    println!(
-        "{name:<48} p50 {:>8.1} ms  p95 {:>8.1} ms  (n={})",
-        p(50.0),
-        p(95.0),
-        v.len()
-    );
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let gw = gateway::Gateway::start();
     let paths = ModelPaths::locate(None, WhisperModel::TinyEn).unwrap();
     let voice_path = paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap();
@@ -135,13 +121,22 @@ fn main() {
         }
     }
     println!("Whole turns, tiny.en, 2 threads, Piper en_US-joe-medium (1 thread)\n");
-    summary("overhead: end of speech -> first reply audio", &overhead);
-    summary(
+    common::summary(
+        "overhead: end of speech -> first reply audio",
+        "ms",
+        &overhead,
+    );
+    common::summary(
         "  listener, real time (silence wait, Smart Turn, STT)",
+        "ms",
         &listen_ms,
     );
-    summary("  TTS first audio (first sentence)", &tts_first);
-    summary("Piper per sentence (Sure. / 5 words / 15 words)", &ttfa);
+    common::summary("  TTS first audio (first sentence)", "ms", &tts_first);
+    common::summary(
+        "Piper per sentence (Sure. / 5 words / 15 words)",
+        "ms",
+        &ttfa,
+    );
     println!(
         "Piper real-time factor: p50 {:.3}",
         percentile(&rtf, 50.0).unwrap_or(f64::NAN)

@@ -7,35 +7,21 @@
 //! and the time to connect (TCP + WebSocket + signed handshake) over 10 connections.
 #![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
 #[path = "../tests/common/gateway.rs"]
 mod gateway;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use voicebot_shard::eval::percentile;
 use voicebot_shard::openclaw::device::MemoryStore;
 use voicebot_shard::openclaw::{ChatOptions, GatewayClient, ReplyEvent, session_key};
-
-fn summary(name: &str, unit: &str, v: &[f64]) {
-    let p = |q| percentile(v, q).unwrap_or(f64::NAN);
-    println!(
-        "{name:<52} p50 {:>8.2} {unit}  p95 {:>8.2} {unit}  (n={})",
-        p(50.0),
-        p(95.0),
-        v.len()
-    );
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let gw = gateway::Gateway::start();
     let model = gateway::fake_model();
     let config = || gw.client_config();
@@ -91,22 +77,22 @@ fn main() {
             send_to_first.push(first_delta.duration_since(sent).as_secs_f64() * 1e3);
         }
         println!("OpenClaw client against openclaw@2026.9.6 (fake model), 2 worker threads\n");
-        summary(
+        common::summary(
             "connect (TCP + WebSocket + signed handshake)",
             "ms",
             &connect_ms,
         );
-        summary(
+        common::summary(
             "model first token -> client first delta",
             "ms",
             &model_to_client,
         );
-        summary(
+        common::summary(
             "  of which the client (frame in -> stream)",
             "µs",
             &dispatch_us,
         );
-        summary(
+        common::summary(
             "chat.send -> first delta (gateway + model)",
             "ms",
             &send_to_first,
