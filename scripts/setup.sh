@@ -24,6 +24,8 @@ if [[ "${SETUP_SKIP_APT:-0}" != 1 ]]; then
   for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  # npm (for Node 24, openclaw and helm): Debian's, unless one is already on the PATH.
+  command -v npm >/dev/null || missing+=(npm)
   if ((${#missing[@]})); then
     say "installing system packages: ${missing[*]}"
     sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
