@@ -14,10 +14,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::state::{Guild, SimEvent, User, lock};
-use crate::state::{Session, Shared};
+use crate::state::{Out, Session, Shared};
 
-/// Internal marker on a connection's queue: close with 4004.
-const AUTH_FAILED: &str = "\u{0}auth-failed";
+/// An abrupt close with a resumable code, as after a network failure.
+const DROP: Out = Out::Close(4000, "simulated drop");
 
 pub(crate) const TIMESTAMP: &str = "2026-01-01T00:00:00.000000+00:00";
 
@@ -51,7 +51,7 @@ fn dispatch(state: &Shared, session_id: &str, t: &str, d: Value) -> bool {
     session
         .tx
         .as_ref()
-        .is_some_and(|tx| tx.send(Some(text)).is_ok())
+        .is_some_and(|tx| tx.send(Out::Text(text)).is_ok())
 }
 
 pub(crate) fn member_json(user: &User, permissions: Option<&str>) -> Value {
@@ -108,7 +108,7 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
         return;
     };
     let (mut sink, mut source) = ws.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Option<String>>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
     let hello = frame(
         None,
         None,
@@ -119,28 +119,18 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
         return;
     }
     let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                Some(text) if text != AUTH_FAILED => {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Out::Text(text) => {
                     if sink.send(Message::text(text)).await.is_err() {
                         return;
                     }
                 }
-                None => {
-                    // An abrupt close with a resumable code, as after a network failure.
+                Out::Close(code, reason) => {
                     let _ = sink
                         .send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::Library(4000),
-                            reason: "simulated drop".into(),
-                        })))
-                        .await;
-                    return;
-                }
-                Some(_) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::Library(4004),
-                            reason: "Authentication failed.".into(),
+                            code: CloseCode::Library(code),
+                            reason: reason.into(),
                         })))
                         .await;
                     return;
@@ -157,19 +147,19 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
             continue;
         };
         let Ok(payload) = serde_json::from_str::<Value>(text.as_str()) else {
-            let _ = tx.send(None);
+            let _ = tx.send(DROP);
             break;
         };
         let d = &payload["d"];
         match payload["op"].as_u64() {
             Some(1) => {
-                let _ = tx.send(Some(frame(None, None, 11, Value::Null)));
+                let _ = tx.send(Out::Text(frame(None, None, 11, Value::Null)));
             }
             Some(2) => {
                 let token = d["token"].as_str().unwrap_or_default();
                 if token.trim_start_matches("Bot ") != state.config.token {
                     // 4004: authentication failed (fatal for the client).
-                    let _ = tx.send(Some(AUTH_FAILED.into()));
+                    let _ = tx.send(Out::Close(4004, "Authentication failed."));
                     break;
                 }
                 let shard = [
@@ -244,7 +234,7 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
                     session_id = Some(id.clone());
                     dispatch(&state, &id, "RESUMED", json!({}));
                 } else {
-                    let _ = tx.send(Some(frame(None, None, 9, json!(false))));
+                    let _ = tx.send(Out::Text(frame(None, None, 9, json!(false))));
                 }
             }
             Some(4) => {
@@ -393,7 +383,7 @@ pub(crate) fn inject_command(
 pub(crate) fn drop_all(state: &Shared) {
     for s in lock(&state.inner).sessions.values_mut() {
         if let Some(tx) = s.tx.take() {
-            let _ = tx.send(None);
+            let _ = tx.send(DROP);
         }
     }
 }

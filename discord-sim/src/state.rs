@@ -138,12 +138,20 @@ pub enum SimEvent {
     },
 }
 
+/// What a connection's writer sends next.
+pub(crate) enum Out {
+    /// A text frame.
+    Text(String),
+    /// Close with this code and reason, then stop.
+    Close(u16, &'static str),
+}
+
 /// A live gateway session.
 pub(crate) struct Session {
     pub shard: [u32; 2],
     pub seq: u64,
-    /// Frames to send to the bot; `None` closes the connection.
-    pub tx: Option<mpsc::UnboundedSender<Option<String>>>,
+    /// Frames to send to the bot, while it is connected.
+    pub tx: Option<mpsc::UnboundedSender<Out>>,
 }
 
 pub(crate) struct Inner {
