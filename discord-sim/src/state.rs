@@ -92,6 +92,23 @@ pub struct Guild {
     pub members: Vec<User>,
 }
 
+impl Guild {
+    /// A guild owned by `owner` with a text channel (`id + 1`) and one voice channel; the
+    /// owner is a member.
+    pub fn new(id: u64, owner: &User, voice: (u64, &str), members: &[User]) -> Self {
+        let mut all = vec![owner.clone()];
+        all.extend(members.iter().filter(|m| m.id != owner.id).cloned());
+        Self {
+            id,
+            name: "Test guild".into(),
+            owner: owner.id,
+            text_channel: id + 1,
+            voice_channels: vec![(voice.0, voice.1.into())],
+            members: all,
+        }
+    }
+}
+
 /// Something the bot did, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SimEvent {

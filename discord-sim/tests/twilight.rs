@@ -43,14 +43,7 @@ async fn real_twilight_identifies_gets_its_guild_answers_a_command_and_resumes()
     let token = config.token.clone();
     let owner = User::new(1_500_000_000_000_000_001, "Ann", false);
     let sim = Simulator::start(config).await.unwrap();
-    sim.add_guild(Guild {
-        id: GUILD,
-        name: "Test guild".into(),
-        owner: owner.id,
-        text_channel: 1_400_000_000_000_000_002,
-        voice_channels: vec![(VOICE, "Lounge".into())],
-        members: vec![owner.clone()],
-    });
+    sim.add_guild(Guild::new(GUILD, &owner, (VOICE, "Lounge"), &[]));
 
     // REST.
     let http = twilight_http::Client::builder()

@@ -29,14 +29,12 @@ async fn commands_are_registered_parsed_and_refused_with_a_reason() {
     let owner = User::new(1_500_000_000_000_000_001, "Ann", false);
     let guest = User::new(1_500_000_000_000_000_002, "Bob", false);
     let sim = Simulator::start(config).await.unwrap();
-    sim.add_guild(Guild {
-        id: GUILD,
-        name: "Test".into(),
-        owner: owner.id,
-        text_channel: 1_400_000_000_000_000_002,
-        voice_channels: vec![(1_400_000_000_000_000_010, "Lounge".into())],
-        members: vec![owner.clone(), guest.clone()],
-    });
+    sim.add_guild(Guild::new(
+        GUILD,
+        &owner,
+        (1_400_000_000_000_000_010, "Lounge"),
+        std::slice::from_ref(&guest),
+    ));
     let agents = vec!["jarvis".to_string(), "sage".to_string()];
     let http = twilight_http::Client::builder()
         .token(token.clone())

@@ -27,14 +27,12 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
     let ann = User::new(1_500_000_000_000_000_001, "Ann", false);
     let bob = User::new(1_500_000_000_000_000_002, "Bob", false);
     let sim = Simulator::start(sim_config.clone()).await.unwrap();
-    sim.add_guild(Guild {
-        id: GUILD,
-        name: "Test".into(),
-        owner: ann.id,
-        text_channel: 1_400_000_000_000_000_002,
-        voice_channels: vec![(LOUNGE, "Lounge".into())],
-        members: vec![ann.clone(), bob.clone()],
-    });
+    sim.add_guild(Guild::new(
+        GUILD,
+        &ann,
+        (LOUNGE, "Lounge"),
+        std::slice::from_ref(&bob),
+    ));
     let config = DiscordConfig {
         token: Secret::new(sim_config.token.clone()),
         application_id: sim_config.application_id,
@@ -173,14 +171,8 @@ fn free_port() -> u16 {
 async fn the_run_command_starts_as_the_operator_configures_it_and_stops_on_sigterm() {
     let sim_config = SimConfig::default();
     let sim = Simulator::start(sim_config.clone()).await.unwrap();
-    sim.add_guild(Guild {
-        id: GUILD,
-        name: "Test".into(),
-        owner: 1,
-        text_channel: 1_400_000_000_000_000_002,
-        voice_channels: vec![(LOUNGE, "Lounge".into())],
-        members: vec![],
-    });
+    let owner = User::new(1_500_000_000_000_000_009, "Owner", false);
+    sim.add_guild(Guild::new(GUILD, &owner, (LOUNGE, "Lounge"), &[]));
     let dir = std::env::temp_dir().join(format!("voicebot-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // The ConfigMap the operator renders.
