@@ -508,14 +508,15 @@ async fn reply_worker(
         }
         conversation.humans_present = inner.humans.load(Ordering::Relaxed);
         let said_at = inner.clock_ms();
-        let (mut reply, message) = conversation
+        let (reply, message) = conversation
             .decide(&turn.speaker, &turn.utterance.transcript, said_at)
             .await;
         let started = Instant::now();
+        let addressed = reply.addressed;
         let mut record = TurnRecord {
             speaker: turn.speaker.clone(),
             utterance: turn.utterance,
-            reply: reply.clone(),
+            reply,
             queued_ms,
             first_audio_at: None,
             heard: String::new(),
@@ -524,7 +525,7 @@ async fn reply_worker(
         };
         match message.and_then(|m| conversation.start_reply(m)) {
             None => {
-                let counter = if reply.addressed {
+                let counter = if addressed {
                     &inner.stats.answered
                 } else {
                     &inner.stats.ignored
@@ -535,21 +536,20 @@ async fn reply_worker(
                 inner.stats.answered.fetch_add(1, Ordering::Relaxed);
                 barge.borrow_and_update();
                 let played = play(&inner, &turn.speaker, active, &mut barge, &mut record).await;
+                if played.error.is_some() {
+                    inner.stats.reply_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                let reply = &mut record.reply;
                 reply.first_audio_ms = record
                     .first_audio_at
                     .map(|t| t.duration_since(started).as_secs_f64() * 1e3);
                 reply.error = played.error;
-                let relevance = reply.stages_ms.relevance;
                 reply.stages_ms = super::engine::ReplyStages {
-                    relevance,
+                    relevance: reply.stages_ms.relevance,
                     ..played.stages
                 };
-                if reply.error.is_some() {
-                    inner.stats.reply_errors.fetch_add(1, Ordering::Relaxed);
-                }
                 reply.reply = (!played.text.is_empty()).then_some(played.text);
                 conversation.reply_heard(&turn.speaker, &record.heard, said_at, inner.clock_ms());
-                record.reply = reply;
             }
         }
         inner.speaking.store(false, Ordering::Release);
