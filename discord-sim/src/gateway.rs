@@ -277,13 +277,13 @@ fn voice_state(state: &Shared, session: &str, guild: u64, channel: Option<u64>, 
         "member": member_json(bot, None),
     });
     dispatch(state, session, "VOICE_STATE_UPDATE", vs);
+    let token = format!("voice-token-{}", state.id());
+    state.voice.voice_state(guild, channel, token.clone());
     if channel.is_some() {
         let server = json!({
-            "token": format!("voice-token-{}", state.id()),
+            "token": token,
             "guild_id": guild.to_string(),
-            // The voice server arrives with the voice work; until then an endpoint that
-            // refuses connections.
-            "endpoint": "localhost:1",
+            "endpoint": state.voice.endpoint,
         });
         dispatch(state, session, "VOICE_SERVER_UPDATE", server);
     }

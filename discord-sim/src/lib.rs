@@ -13,16 +13,21 @@
 //! twilight-gateway ─WS──► gateway.rs (hello, identify → READY + GUILD_CREATE, resume,
 //!                                     heartbeat, voice state → voice state/server updates,
 //!                                     injected INTERACTION_CREATE)
+//! songbird ───wss + UDP──► voice.rs  (voice gateway v4, IP discovery, RTP with Opus; users'
+//!                                     speech in, the bot's audio recorded)
 //! ```
 
 mod gateway;
 mod rest;
 mod state;
+mod voice;
 
 pub use state::{Guild, SimConfig, SimEvent, User};
+pub use voice::{BotAudio, Spoken, TlsIdentity};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -33,6 +38,9 @@ pub enum Error {
     /// A listener could not be bound.
     #[error("simulator: {0}")]
     Io(#[from] std::io::Error),
+    /// The voice server's certificate could not be made.
+    #[error("simulator: {0}")]
+    Tls(String),
 }
 
 /// A running simulator; dropping it stops its servers.
@@ -44,16 +52,23 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Starts the REST and gateway servers on free loopback ports.
+    /// Starts the REST, gateway and voice servers on free loopback ports.
     pub async fn start(config: SimConfig) -> Result<Self, Error> {
         let http_listener = TcpListener::bind("127.0.0.1:0").await?;
         let gateway_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (voice, voice_listener) = voice::VoiceServer::bind().await?;
         let http = http_listener.local_addr()?;
         let gateway = gateway_listener.local_addr()?;
-        let state = Arc::new(state::Shared::new(config, format!("ws://{gateway}")));
+        let tls = match &config.tls {
+            Some(t) => t.clone(),
+            None => Arc::new(TlsIdentity::generate().map_err(Error::Tls)?),
+        };
+        let state = Arc::new(state::Shared::new(config, format!("ws://{gateway}"), voice));
         let tasks = vec![
             tokio::spawn(rest::serve(http_listener, state.clone())),
             tokio::spawn(gateway::serve(gateway_listener, state.clone())),
+            tokio::spawn(voice::serve_ws(voice_listener, state.clone(), tls)),
+            tokio::spawn(voice::udp_loop(state.clone())),
         ];
         Ok(Self {
             state,
@@ -133,6 +148,55 @@ impl Simulator {
     /// VOICE_STATE_UPDATE.
     pub fn user_voice(&self, guild: u64, user: &User, channel: Option<u64>) -> Result<(), String> {
         gateway::user_voice(&self.state, guild, user, channel)
+    }
+
+    /// The voice server's `host:port` (as sent in VOICE_SERVER_UPDATE).
+    pub fn voice_endpoint(&self) -> &str {
+        &self.state.voice.endpoint
+    }
+
+    /// A simulated user says `pcm` (48 kHz mono) in `guild`'s voice channel, in real time:
+    /// a speaking event (their SSRC) on the bot's voice WebSocket, then Opus RTP every 20 ms.
+    /// Returns when their first and last packets were sent.
+    pub async fn speak(&self, guild: u64, user: &User, pcm: &[f32]) -> Result<Spoken, String> {
+        voice::speak(&self.state, guild, user, pcm).await
+    }
+
+    /// What the bot has sent in `guild`'s voice channel so far.
+    pub fn bot_audio(&self, guild: u64) -> BotAudio {
+        voice::bot_audio(&self.state, guild)
+    }
+
+    /// Waits until the bot has sent sound after `after` and then been quiet for `quiet`
+    /// (its answer is over); gives up after `timeout`. Returns what it sent after `after`:
+    /// when its first packet arrived and the audio (48 kHz mono).
+    pub async fn wait_bot_answer(
+        &self,
+        guild: u64,
+        after: Instant,
+        quiet: Duration,
+        timeout: Duration,
+    ) -> Option<(Instant, Vec<f32>)> {
+        let start = Instant::now();
+        loop {
+            let audio = self.bot_audio(guild);
+            if let Some((first, pcm)) = audio.since(after)
+                && audio.last_packet().is_some_and(|l| l.elapsed() >= quiet)
+            {
+                return Some((first, pcm.to_vec()));
+            }
+            if start.elapsed() > timeout {
+                return audio.since(after).map(|(f, p)| (f, p.to_vec()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Closes the bot's voice WebSocket in `guild` with `code`: 4015 (the voice server
+    /// crashed; songbird resumes) or another code such as 4006 (the session is gone; the bot
+    /// must join again). Returns whether there was a connection to close.
+    pub fn drop_voice_connection(&self, guild: u64, code: u16) -> bool {
+        voice::drop_voice(&self.state, guild, code)
     }
 
     /// Closes every gateway connection abruptly (as a network drop would): the bot should

@@ -27,6 +27,9 @@ pub struct SimConfig {
     pub heartbeat_interval_ms: u64,
     /// The token the bot must present (`Bot <token>` on REST, in IDENTIFY).
     pub token: String,
+    /// The voice server's TLS identity (generated when `None`; the bot must trust it, see
+    /// [`crate::TlsIdentity`]).
+    pub tls: Option<std::sync::Arc<crate::TlsIdentity>>,
 }
 
 impl Default for SimConfig {
@@ -38,6 +41,7 @@ impl Default for SimConfig {
             max_concurrency: 1,
             heartbeat_interval_ms: 41_250,
             token: "sim-bot-token".into(),
+            tls: None,
         }
     }
 }
@@ -137,6 +141,13 @@ pub enum SimEvent {
         /// Channel, or `None` to leave.
         channel: Option<u64>,
     },
+    /// The bot connected to a guild's voice server (identify), or resumed its connection.
+    VoiceConnect {
+        /// Guild.
+        guild: u64,
+        /// Whether it was a resume (op 7) rather than a new identify.
+        resumed: bool,
+    },
     /// Commands registered (`PUT .../commands`).
     Commands {
         /// Guild for guild commands.
@@ -185,11 +196,12 @@ pub(crate) struct Shared {
     pub started: Instant,
     pub inner: Mutex<Inner>,
     pub events: broadcast::Sender<SimEvent>,
+    pub voice: crate::voice::VoiceServer,
     next_id: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(config: SimConfig, gateway_url: String) -> Self {
+    pub fn new(config: SimConfig, gateway_url: String, voice: crate::voice::VoiceServer) -> Self {
         Self {
             config,
             gateway_url,
@@ -201,6 +213,7 @@ impl Shared {
                 interactions: HashMap::new(),
             }),
             events: broadcast::channel(1024).0,
+            voice,
             next_id: AtomicU64::new(1_200_000_000_000_000_000),
         }
     }

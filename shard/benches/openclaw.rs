@@ -8,7 +8,7 @@
 #![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
-#[path = "../tests/common/gateway.rs"]
+#[path = "../../demo/src/local_gateway.rs"]
 mod gateway;
 
 use std::sync::Arc;

@@ -15,6 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use voicebot_shard::converse::relevance::Sensitivity;
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
 use voicebot_shard::discord::plan::ShardPlan;
+use voicebot_shard::discord::voice::{Brains, BrainsConfig};
+use voicebot_shard::models::WhisperModel;
+use voicebot_shard::openclaw::ClientConfig;
 use voicebot_shard::secret::Secret;
 
 #[derive(Args)]
@@ -31,6 +34,58 @@ pub struct RunArgs {
     /// Address of /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
     metrics_addr: String,
+    /// Join and leave voice channels but neither listen nor speak (no models loaded).
+    #[arg(long)]
+    no_voice: bool,
+    /// Directory with the models.
+    #[arg(long, env = "VOICEBOT_MODELS_DIR")]
+    models_dir: Option<std::path::PathBuf>,
+    /// Whisper model.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "tiny.en",
+        env = "VOICEBOT_WHISPER_MODEL"
+    )]
+    whisper: WhisperModel,
+    /// Listening workers shared by the pod's guilds.
+    #[arg(long, default_value_t = 2, env = "VOICEBOT_WORKERS")]
+    workers: usize,
+    /// The OpenClaw gateway (ws:// or wss://); its token from $OPENCLAW_GATEWAY_TOKEN or
+    /// --token-file. Without one the bot listens but does not answer.
+    #[arg(long, env = "OPENCLAW_GATEWAY_URL")]
+    gateway: Option<String>,
+    /// A file holding the gateway token.
+    #[arg(long, env = "OPENCLAW_GATEWAY_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// Where the gateway device identity is kept.
+    #[arg(long, env = "VOICEBOT_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
+}
+
+/// The pod's engines, unless `--no-voice`.
+async fn brains(args: &RunArgs, scope: &str) -> anyhow::Result<Option<Brains>> {
+    if args.no_voice {
+        return Ok(None);
+    }
+    let gateway = match &args.gateway {
+        Some(url) => Some(ClientConfig::new(
+            url,
+            crate::ask::load_token(args.token_file.as_deref())?,
+        )),
+        None => None,
+    };
+    let brains = Brains::load(BrainsConfig {
+        models_dir: args.models_dir.clone(),
+        whisper: args.whisper,
+        workers: args.workers,
+        gateway,
+        state_dir: args.state_dir.clone(),
+        scope: scope.to_string(),
+    })
+    .await
+    .context("loading the voice pipeline (models from scripts/setup.sh; --no-voice to skip)")?;
+    Ok(Some(brains))
 }
 
 fn from_config_file(path: &std::path::Path) -> anyhow::Result<(Vec<String>, Sensitivity)> {
@@ -87,11 +142,14 @@ pub fn run_shard(args: &RunArgs) -> anyhow::Result<()> {
         api_proxy: std::env::var("DISCORD_API_PROXY").ok(),
         gateway_url: std::env::var("DISCORD_GATEWAY_URL").ok(),
         plan,
+        brains: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
+        let mut config = config;
+        config.brains = brains(args, &config.command).await?;
         let ready = Arc::new(AtomicBool::new(false));
         let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
             .await

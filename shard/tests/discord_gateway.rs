@@ -46,6 +46,7 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
             per_pod: 1,
             ordinal: 0,
         },
+        brains: None,
     };
     let (stop, shutdown) = watch::channel(false);
     let shard = tokio::spawn(run(config, shutdown));
@@ -185,7 +186,7 @@ async fn the_run_command_starts_as_the_operator_configures_it_and_stops_on_sigte
     let port = free_port();
     let log = dir.join("stderr.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_voicebot-shard"))
-        .arg("run")
+        .args(["run", "--no-voice"])
         .env("DISCORD_TOKEN", &sim_config.token)
         .env(
             "DISCORD_APPLICATION_ID",
@@ -258,7 +259,7 @@ async fn the_run_command_starts_as_the_operator_configures_it_and_stops_on_sigte
 
     // Without a token: a clear error, not a panic.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_voicebot-shard"))
-        .arg("run")
+        .args(["run", "--no-voice"])
         .env_remove("DISCORD_TOKEN")
         .output()
         .unwrap();

@@ -3,7 +3,7 @@
 //! timeouts and authentication errors. Hostile peers are a fake WebSocket server.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-#[path = "common/gateway.rs"]
+#[path = "../../demo/src/local_gateway.rs"]
 mod gateway;
 
 use std::sync::Arc;

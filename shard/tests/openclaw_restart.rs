@@ -3,7 +3,7 @@
 //! works. Its own gateway, since it is killed.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-#[path = "common/gateway.rs"]
+#[path = "../../demo/src/local_gateway.rs"]
 mod gateway;
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
-#[path = "common/gateway.rs"]
+#[path = "../../demo/src/local_gateway.rs"]
 mod gateway;
 
 use std::sync::{Arc, Mutex, OnceLock};

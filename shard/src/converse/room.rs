@@ -126,6 +126,18 @@ pub struct TurnRecord {
     pub gateway_aborted: bool,
 }
 
+impl TurnRecord {
+    /// End of speech → first reply audio queued for playout, ms: the listener's wait after the
+    /// speech, the queue, then relevance, the agent's first words and speech synthesis.
+    pub fn latency_ms(&self) -> Option<f64> {
+        let listen = self
+            .utterance
+            .ready_ms
+            .saturating_sub(self.utterance.end_ms) as f64;
+        Some(listen + self.queued_ms + self.reply.first_audio_ms?)
+    }
+}
+
 /// What happens in a room, for observers (a bounded broadcast: a slow observer misses events,
 /// the room never waits for it).
 #[derive(Debug, Clone)]
@@ -223,6 +235,8 @@ struct Inner {
     events: broadcast::Sender<RoomEvent>,
     playout: Mutex<Playout>,
     humans: AtomicUsize,
+    /// A sensitivity to switch to before the next turn (a slash command).
+    sensitivity: Mutex<Option<crate::converse::relevance::Sensitivity>>,
     stats: RoomStats,
 }
 
@@ -313,6 +327,7 @@ impl Room {
             events: broadcast::channel(256).0,
             playout: Mutex::new(Playout::new((sample_rate / 50) as usize)),
             humans: AtomicUsize::new(conversation.humans_present),
+            sensitivity: Mutex::new(None),
             stats: RoomStats::default(),
         });
         let worker = tokio::spawn(reply_worker(
@@ -354,6 +369,16 @@ impl Room {
     /// Humans in the channel (one: solo mode).
     pub fn set_humans(&self, humans: usize) {
         self.inner.humans.store(humans, Ordering::Relaxed);
+    }
+
+    /// Changes how readily the agent answers, from the next turn on.
+    pub fn set_sensitivity(&self, sensitivity: crate::converse::relevance::Sensitivity) {
+        *lock(&self.inner.sensitivity) = Some(sensitivity);
+    }
+
+    /// Whether reply audio is waiting in the playout (the voice connection should be sending).
+    pub fn is_playing(&self) -> bool {
+        lock(&self.inner.playout).is_playing()
     }
 
     /// The next 20 ms of the bot's voice, `None` when it is silent. Call every 20 ms.
@@ -507,6 +532,9 @@ async fn reply_worker(
             continue;
         }
         conversation.humans_present = inner.humans.load(Ordering::Relaxed);
+        if let Some(s) = lock(&inner.sensitivity).take() {
+            conversation.set_sensitivity(s);
+        }
         let said_at = inner.clock_ms();
         let (reply, message) = conversation
             .decide(&turn.speaker, &turn.utterance.transcript, said_at)

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use songbird::shards::TwilightMap;
 use tokio::sync::watch;
 use twilight_gateway::{
     CloseFrame, ConfigBuilder, Event, EventTypeFlags, Intents, MessageSender, Shard, ShardId,
@@ -20,8 +21,9 @@ use twilight_model::id::Id;
 use twilight_model::id::marker::ApplicationMarker;
 
 use super::commands::{self, CommandError};
-use super::guilds::{Guilds, Latencies, VoiceAction};
+use super::guilds::{Guilds, VoiceAction};
 use super::plan::ShardPlan;
+use super::voice::{Brains, Voices};
 use crate::converse::relevance::Sensitivity;
 use crate::lock;
 use crate::secret::Secret;
@@ -45,6 +47,9 @@ pub struct DiscordConfig {
     pub gateway_url: Option<String>,
     /// The shards of this pod.
     pub plan: ShardPlan,
+    /// The conversation engines for voice (`None`: the bot joins and leaves channels but
+    /// neither listens nor speaks — command-only tests).
+    pub brains: Option<Brains>,
 }
 
 impl std::fmt::Debug for DiscordConfig {
@@ -68,6 +73,49 @@ struct Ctx {
     app: Id<ApplicationMarker>,
     guilds: Mutex<Guilds>,
     bot_user: Mutex<Option<u64>>,
+    senders: Arc<TwilightMap>,
+    /// Set at the first READY (songbird needs the bot's user id).
+    voices: std::sync::OnceLock<Arc<Voices>>,
+}
+
+impl Ctx {
+    fn voices(&self) -> Option<&Arc<Voices>> {
+        self.voices.get()
+    }
+
+    /// Joins or leaves voice: through songbird when the pod has its engines, else a bare
+    /// voice state update.
+    fn voice_action(&self, sender: &MessageSender, guild: u64, channel: Option<u64>) {
+        let Some(voices) = self.voices().cloned() else {
+            voice(sender, guild, channel);
+            return;
+        };
+        match channel {
+            Some(channel) => {
+                let (settings, humans) = {
+                    let g = lock(&self.guilds);
+                    (g.settings(guild), g.humans_in(guild, channel))
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = voices
+                        .join(
+                            guild,
+                            channel,
+                            &settings.agent,
+                            settings.sensitivity,
+                            humans,
+                        )
+                        .await
+                    {
+                        tracing::warn!(guild, error = %e, "joining voice failed");
+                    }
+                });
+            }
+            None => {
+                tokio::spawn(async move { voices.leave(guild).await });
+            }
+        }
+    }
 }
 
 /// Runs this pod's shards until `shutdown` turns true; then closes them with a resumable code
@@ -82,29 +130,41 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
         .first()
         .cloned()
         .unwrap_or_else(|| config.command.clone());
+    let mut shards = Vec::new();
+    let mut senders = Vec::new();
+    for id in config.plan.shards() {
+        let mut builder = ConfigBuilder::new(config.token.expose().to_string(), INTENTS);
+        if let Some(url) = &config.gateway_url {
+            builder = builder.proxy_url(url.clone());
+        }
+        let shard = Shard::with_config(ShardId::new(id, config.plan.count), builder.build());
+        senders.push(shard.sender());
+        shards.push(shard);
+    }
     let ctx = Arc::new(Ctx {
         app: Id::new(config.application_id.max(1)),
         http: http.build(),
         guilds: Mutex::new(Guilds::new(default_agent, config.default_sensitivity)),
         bot_user: Mutex::new(None),
+        senders: Arc::new(TwilightMap::new(
+            config.plan.shards().zip(senders.iter().cloned()).collect(),
+        )),
+        voices: std::sync::OnceLock::new(),
         config,
     });
-    let mut tasks = Vec::new();
-    let mut senders = Vec::new();
-    for id in ctx.config.plan.shards() {
-        let mut builder = ConfigBuilder::new(ctx.config.token.expose().to_string(), INTENTS);
-        if let Some(url) = &ctx.config.gateway_url {
-            builder = builder.proxy_url(url.clone());
-        }
-        let shard = Shard::with_config(ShardId::new(id, ctx.config.plan.count), builder.build());
-        senders.push(shard.sender());
-        tasks.push(tokio::spawn(shard_loop(shard, ctx.clone())));
-    }
+    let tasks: Vec<_> = shards
+        .into_iter()
+        .map(|shard| tokio::spawn(shard_loop(shard, ctx.clone())))
+        .collect();
     tracing::info!(shards = ?ctx.config.plan.shards(), total = ctx.config.plan.count, "shards started");
     while !*shutdown.borrow() {
         if shutdown.changed().await.is_err() {
             break;
         }
+    }
+    if let Some(v) = ctx.voices() {
+        tracing::info!(calls = v.connected(), "shutting down: leaving voice");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), v.leave_all()).await;
     }
     tracing::info!("shutting down: closing the shards with a resumable code");
     for s in &senders {
@@ -128,9 +188,20 @@ async fn shard_loop(mut shard: Shard, ctx: Arc<Ctx>) {
 }
 
 async fn handle(ctx: &Ctx, sender: &MessageSender, event: Event) {
+    if let Some(v) = ctx.voices() {
+        v.process(&event).await;
+    }
     match event {
         Event::Ready(ready) => {
             *lock(&ctx.bot_user) = Some(ready.user.id.get());
+            if let Some(brains) = &ctx.config.brains {
+                let _ = ctx.voices.set(Arc::new(Voices::new(
+                    brains.clone(),
+                    ctx.senders.clone(),
+                    ctx.config.plan.count,
+                    ready.user.id.get(),
+                )));
+            }
             tracing::info!(guilds = ready.guilds.len(), "ready");
         }
         Event::GuildCreate(g) => {
@@ -172,15 +243,21 @@ async fn handle(ctx: &Ctx, sender: &MessageSender, event: Event) {
             let user = vs.user_id.get();
             let is_bot = Some(user) == *lock(&ctx.bot_user)
                 || vs.member.as_ref().is_some_and(|m| m.user.bot);
-            let leave = {
+            let (leave, humans) = {
                 let mut guilds = lock(&ctx.guilds);
                 guilds.voice_state(guild, user, vs.channel_id.map(|c| c.get()), is_bot);
-                guilds.should_leave(guild)
+                let humans = guilds
+                    .settings(guild)
+                    .channel
+                    .map(|c| guilds.humans_in(guild, c));
+                (guilds.should_leave(guild), humans)
             };
             if leave {
                 tracing::info!(guild, "the voice channel has no humans left; leaving");
                 lock(&ctx.guilds).left(guild);
-                voice(sender, guild, None);
+                ctx.voice_action(sender, guild, None);
+            } else if let (Some(v), Some(h)) = (ctx.voices(), humans) {
+                v.set_humans(guild, h);
             }
         }
         Event::InteractionCreate(i) => interaction(ctx, sender, &i).await,
@@ -207,12 +284,26 @@ async fn interaction(ctx: &Ctx, sender: &MessageSender, i: &Interaction) {
             let (Some(guild), Some(user)) = (i.guild_id, i.author_id()) else {
                 return;
             };
-            let reply =
-                lock(&ctx.guilds).handle(guild.get(), user.get(), &command, Latencies::default());
+            let latencies = ctx
+                .voices()
+                .map(|v| v.latencies(guild.get()))
+                .unwrap_or_default();
+            let (before, reply, after) = {
+                let mut guilds = lock(&ctx.guilds);
+                let before = guilds.settings(guild.get());
+                let reply = guilds.handle(guild.get(), user.get(), &command, latencies);
+                (before, reply, guilds.settings(guild.get()))
+            };
             match reply.action {
-                Some(VoiceAction::Join(channel)) => voice(sender, guild.get(), Some(channel)),
-                Some(VoiceAction::Leave) => voice(sender, guild.get(), None),
-                None => {}
+                Some(VoiceAction::Join(channel)) => {
+                    ctx.voice_action(sender, guild.get(), Some(channel));
+                }
+                Some(VoiceAction::Leave) => ctx.voice_action(sender, guild.get(), None),
+                None => {
+                    if let Some(v) = ctx.voices() {
+                        v.apply(guild.get(), &after.agent, after.sensitivity, &before.agent);
+                    }
+                }
             }
             reply.content
         }

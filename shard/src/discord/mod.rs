@@ -6,3 +6,4 @@ pub mod commands;
 pub mod gateway;
 pub mod guilds;
 pub mod plan;
+pub mod voice;

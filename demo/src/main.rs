@@ -1,0 +1,364 @@
+//! `voicebot-demo`: the bot end to end on one machine, no Discord account needed.
+//!
+//! It starts the Discord simulator in-process (REST, gateway, TLS voice WebSocket, UDP RTP),
+//! an OpenClaw gateway (the real `openclaw` from npm in front of a small fake model, unless
+//! `--gateway` names one), and the shard (`voicebot_shard::discord::gateway::run`, the same
+//! code `voicebot-shard run` runs against Discord). A simulated user joins a voice channel,
+//! runs `/<agent> join`, and says `--input` (a WAV) over RTP; the bot listens, answers through
+//! the gateway and speaks. For each turn it prints the transcript, whether the bot was
+//! addressed, the reply, the WAV of what the bot sent over RTP, and the latency from the end
+//! of the user's speech to the bot's first RTP packet.
+
+#[path = "local_gateway.rs"]
+mod local_gateway;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde_json::json;
+use tokio::sync::{broadcast, watch};
+use voicebot_discord_sim::{Guild, SimConfig, SimEvent, Simulator, TlsIdentity, User};
+use voicebot_shard::audio;
+use voicebot_shard::converse::relevance::Sensitivity;
+use voicebot_shard::converse::room::{RoomEvent, TurnRecord};
+use voicebot_shard::discord::gateway::{DiscordConfig, run};
+use voicebot_shard::discord::plan::ShardPlan;
+use voicebot_shard::discord::voice::{Brains, BrainsConfig};
+use voicebot_shard::models::WhisperModel;
+use voicebot_shard::openclaw::ClientConfig;
+use voicebot_shard::secret::Secret;
+
+const GUILD: u64 = 1_000_000_000_000_000_001 << 1;
+const VOICE_CHANNEL: u64 = GUILD + 10;
+
+#[derive(Parser)]
+#[command(
+    name = "voicebot-demo",
+    version,
+    about = "A simulated Discord user talks to the bot: simulator + OpenClaw gateway + shard on this machine"
+)]
+struct Args {
+    /// What the user says: a WAV (any rate, mono or stereo).
+    #[arg(long)]
+    input: PathBuf,
+    /// One JSON object per turn on stdout.
+    #[arg(long)]
+    json: bool,
+    /// An OpenClaw gateway to use instead of starting one (token from $OPENCLAW_GATEWAY_TOKEN).
+    #[arg(long, env = "OPENCLAW_GATEWAY_URL")]
+    gateway: Option<String>,
+    /// The agent that answers (the slash command is `/jarvis`; `sage` is the other agent).
+    #[arg(long, default_value = "jarvis")]
+    agent: String,
+    /// How readily the bot answers.
+    #[arg(long, default_value = "low")]
+    sensitivity: Sensitivity,
+    /// Say the input this many times (latency figures over several turns).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Where the reply WAVs go.
+    #[arg(long, default_value = "voicebot-demo-out")]
+    out: PathBuf,
+    /// Whisper model.
+    #[arg(long, value_enum, default_value = "tiny.en")]
+    model: WhisperModel,
+    /// Directory with the models.
+    #[arg(long, env = "VOICEBOT_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
+    /// Listening workers.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,voicebot=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match demo(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("voicebot-demo: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Makes the simulator's certificate trusted by songbird's voice WebSocket (it reads the
+/// platform roots, SSL_CERT_FILE included, at each connection). Runs before any other thread
+/// exists, which is what makes changing the environment sound.
+fn trust(tls: &TlsIdentity, dir: &std::path::Path) -> anyhow::Result<()> {
+    let path = dir.join("simulator-ca.pem");
+    std::fs::write(&path, tls.cert_pem()).with_context(|| format!("writing {}", path.display()))?;
+    // SAFETY: single-threaded at this point (called from `demo` before the runtime starts).
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("SSL_CERT_FILE", &path);
+    }
+    Ok(())
+}
+
+fn demo(args: Args) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pcm = audio::read_wav(&args.input)?;
+    let speech = to_48k(&audio::to_pipeline_rate(&pcm)?);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let tls = Arc::new(TlsIdentity::generate().map_err(anyhow::Error::msg)?);
+    trust(&tls, &args.out)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(session(args, tls, speech))
+}
+
+/// 16 kHz → 48 kHz, linear (the simulated user's microphone).
+fn to_48k(pcm: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(pcm.len() * 3);
+    for (i, &s) in pcm.iter().enumerate() {
+        let next = pcm.get(i + 1).copied().unwrap_or(s);
+        out.extend([s, s + (next - s) / 3.0, s + 2.0 * (next - s) / 3.0]);
+    }
+    out
+}
+
+async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // The gateway: the user's, or a local one with the fake model.
+    let (gateway_config, _local) = match &args.gateway {
+        Some(url) => {
+            let token = std::env::var("OPENCLAW_GATEWAY_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(Secret::new);
+            (ClientConfig::new(url, token), None)
+        }
+        None => {
+            let gw = tokio::task::spawn_blocking(local_gateway::Gateway::start).await?;
+            (gw.client_config(), Some(gw))
+        }
+    };
+    let owner = User::new(1_300_000_000_000_000_001, "alice", false);
+    let sim_config = SimConfig {
+        tls: Some(tls),
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start(sim_config.clone()).await?;
+    sim.add_guild(Guild::new(GUILD, &owner, (VOICE_CHANNEL, "Lounge"), &[]));
+    let (observer, mut turns) = broadcast::channel(256);
+    let mut brains = Brains::load(BrainsConfig {
+        models_dir: args.models_dir.clone(),
+        whisper: args.model,
+        workers: args.workers,
+        gateway: Some(gateway_config),
+        state_dir: None,
+        scope: "demo".into(),
+    })
+    .await?;
+    brains.observer = Some(observer);
+    let config = DiscordConfig {
+        token: Secret::new(sim_config.token.clone()),
+        application_id: sim_config.application_id,
+        command: "jarvis".into(),
+        agents: vec!["jarvis".into(), "sage".into()],
+        default_sensitivity: Sensitivity::Low,
+        api_proxy: Some(sim.http_proxy()),
+        gateway_url: Some(sim.gateway_url()),
+        plan: ShardPlan {
+            count: 1,
+            per_pod: 1,
+            ordinal: 0,
+        },
+        brains: Some(brains),
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let shard = tokio::spawn(run(config, shutdown));
+    sim.wait_for("the bot's slash commands", |e| {
+        matches!(e, SimEvent::Commands { guild: Some(_), .. })
+    })
+    .await
+    .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "ready in {:.1} s: simulator, gateway, shard (models loaded)",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The user joins the voice channel, sets up the bot, and invites it.
+    sim.user_voice(GUILD, &owner, Some(VOICE_CHANNEL))
+        .map_err(anyhow::Error::msg)?;
+    if args.agent != "jarvis" {
+        command(&sim, &owner, json!([{"name": "agent", "type": 1, "options": [{"name": "name", "type": 3, "value": args.agent}]}])).await?;
+    }
+    if args.sensitivity != Sensitivity::Low {
+        command(&sim, &owner, json!([{"name": "sensitivity", "type": 1, "options": [{"name": "level", "type": 3, "value": args.sensitivity.as_str()}]}])).await?;
+    }
+    command(&sim, &owner, json!([{"name": "join", "type": 1}])).await?;
+    wait_voice_ready(&sim, &owner).await?;
+
+    let mut latencies = Vec::new();
+    let mut n = 0;
+    for _ in 0..args.repeat.max(1) {
+        // Drain what earlier rounds left.
+        while turns.try_recv().is_ok() {}
+        let spoken = sim
+            .speak(GUILD, &owner, &speech)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        for turn in collect_turns(&mut turns).await {
+            n += 1;
+            let end = spoken.started + Duration::from_millis(turn.utterance.end_ms);
+            let answer = if turn.reply.reply.is_some() {
+                sim.wait_bot_answer(
+                    GUILD,
+                    end,
+                    Duration::from_millis(600),
+                    Duration::from_secs(30),
+                )
+                .await
+            } else {
+                None
+            };
+            let latency_ms = answer
+                .as_ref()
+                .map(|(first, _)| first.saturating_duration_since(end).as_secs_f64() * 1e3);
+            let reply_audio = match &answer {
+                Some((_, pcm)) => {
+                    let path = args.out.join(format!("reply-{n}.wav"));
+                    audio::write_wav(&path, pcm, voicebot_discord_sim::BotAudio::SAMPLE_RATE)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    Some(path)
+                }
+                None => None,
+            };
+            if let Some(l) = latency_ms {
+                latencies.push(l);
+            }
+            print_turn(&args, &turn, reply_audio.as_deref(), latency_ms);
+        }
+    }
+    if !latencies.is_empty() {
+        latencies.sort_by(f64::total_cmp);
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        eprintln!(
+            "{} answered turn(s) of {n}: end of speech → first bot RTP packet p50 {:.0} ms, p95 {:.0} ms",
+            latencies.len(),
+            at(0.5),
+            at(0.95)
+        );
+    } else if n == 0 {
+        eprintln!("the bot heard no turn in {}", args.input.display());
+    }
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), shard).await;
+    Ok(())
+}
+
+async fn command(sim: &Simulator, user: &User, options: serde_json::Value) -> anyhow::Result<()> {
+    let id = sim
+        .run_command(GUILD, user, "jarvis", options)
+        .map_err(anyhow::Error::msg)?;
+    let reply = sim
+        .wait_for(
+            "the command's answer",
+            |e| matches!(e, SimEvent::InteractionReply { interaction, .. } if *interaction == id),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if let SimEvent::InteractionReply { content, .. } = reply {
+        eprintln!("bot: {content}");
+    }
+    Ok(())
+}
+
+/// Waits until the bot's voice connection is up (the simulator can send it audio).
+async fn wait_voice_ready(sim: &Simulator, user: &User) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        // A zero-length utterance: only checks that the connection is ready.
+        match sim.speak(GUILD, user, &[]).await {
+            Ok(_) => return Ok(()),
+            Err(e) if start.elapsed() > Duration::from_secs(20) => {
+                bail!("the bot's voice connection never came up: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The turns of one utterance round: waits for the first, then until none has come for a while.
+async fn collect_turns(rx: &mut broadcast::Receiver<(u64, RoomEvent)>) -> Vec<TurnRecord> {
+    let mut out = Vec::new();
+    let mut pending = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let wait = if out.is_empty() || pending > 0 {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_secs(3)
+        };
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Ok((_, RoomEvent::Heard { .. }))) => pending += 1,
+            Ok(Ok((_, RoomEvent::Turn(t)))) => {
+                pending = pending.saturating_sub(1);
+                out.push(*t);
+            }
+            Ok(Ok((_, RoomEvent::Dropped { .. }))) => pending = pending.saturating_sub(1),
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return out,
+        }
+    }
+}
+
+fn print_turn(
+    args: &Args,
+    t: &TurnRecord,
+    reply_audio: Option<&std::path::Path>,
+    latency: Option<f64>,
+) {
+    if args.json {
+        let record = json!({
+            "speaker": t.speaker,
+            "transcript": t.utterance.transcript,
+            "addressed": t.reply.addressed,
+            "reason": t.reply.reason.label(),
+            "reply": t.reply.reply,
+            "error": t.reply.error,
+            "reply_audio": reply_audio.map(|p| p.display().to_string()),
+            "latency_ms": latency.map(|l| (l * 10.0).round() / 10.0),
+            "stages_ms": {
+                "listen": t.utterance.ready_ms.saturating_sub(t.utterance.end_ms),
+                "queued": t.queued_ms,
+                "relevance": t.reply.stages_ms.relevance,
+                "gateway_first_token": t.reply.stages_ms.gateway_first_token,
+                "tts_first_audio": t.reply.stages_ms.tts_first_audio,
+            },
+            "barged_in": t.barged_in,
+        });
+        println!("{record}");
+        return;
+    }
+    println!("user: \"{}\"", t.utterance.transcript);
+    match (&t.reply.reply, latency) {
+        (Some(reply), Some(l)) => println!(
+            "  {}: \"{reply}\"  — first RTP packet {l:.0} ms after the user stopped; audio: {}",
+            args.agent,
+            reply_audio.map_or_else(String::new, |p| p.display().to_string())
+        ),
+        (Some(reply), None) => println!("  {}: \"{reply}\" (no audio heard)", args.agent),
+        (None, _) => println!(
+            "  (not answered: {}{})",
+            t.reply.reason.label(),
+            t.reply
+                .error
+                .as_ref()
+                .map_or_else(String::new, |e| format!(", {e}"))
+        ),
+    }
+}

@@ -1,0 +1,718 @@
+//! Voice: a songbird call per guild, wired to that guild's [`Room`].
+//!
+//! ```text
+//! twilight shard ─ VOICE_STATE/SERVER_UPDATE ─► Voices::process ─► songbird Call (per guild)
+//! songbird driver ─ SpeakingStateUpdate ──────► SSRC → user
+//!                 ─ VoiceTick (20 ms, decoded 16 kHz mono per SSRC) ─► Room::push(user, pcm)
+//!                   (+ 20 ms of silence for a speaker who just went quiet, so end of turn is seen)
+//! Room playout ◄─ RoomSource::read (the mixer pulls 20 ms at a time) ◄─ a track, started by the
+//!                 playback task when the room has audio and ended after 200 ms of nothing
+//! DriverDisconnect (not asked for) ─► join the channel again, with backoff
+//! ```
+//!
+//! songbird decodes Opus at 16 kHz mono itself (the pipeline's rate), and resamples the
+//! voice's rate (Piper 22.05 kHz) to Discord's 48 kHz stereo. DAVE is songbird's: it offers
+//! protocol version 1 and speaks it when the voice server asks.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use songbird::driver::{Channels, DecodeConfig, DecodeMode, SampleRate};
+use songbird::events::{CoreEvent, Event, EventContext, EventHandler};
+use songbird::input::{Input, RawAdapter};
+use songbird::shards::{Shard as VoiceShard, TwilightMap};
+use songbird::{Call, Config};
+use tokio::sync::broadcast;
+
+use crate::converse::classifier::GatewayClassifier;
+use crate::converse::engine::Conversation;
+use crate::converse::names::{CommonWords, NameMatcher};
+use crate::converse::relevance::{Classifier, Relevance, RelevanceConfig, Sensitivity};
+use crate::converse::room::{Room, RoomConfig, RoomEvent, TurnRecord, VadSource};
+use crate::listen::stt::SttConfig;
+use crate::listen::{EnginePool, Models, PoolConfig};
+use crate::lock;
+use crate::models::{DEFAULT_PIPER_VOICE, ModelPaths, WhisperModel};
+use crate::openclaw::device::{CredentialStore, FileStore, MemoryStore};
+use crate::openclaw::{ClientConfig, GatewayClient, session_key};
+use crate::speak::tts::Voice;
+use crate::speak::tts::piper::PiperVoice;
+
+use super::guilds::Latencies;
+
+/// A speaker who went quiet keeps getting silence for this long (the listener needs trailing
+/// silence to end the turn); after it, nothing is pushed for them.
+const TRAILING_SILENCE: Duration = Duration::from_secs(3);
+/// A track ends after this much silence from the room.
+const TRACK_IDLE_FRAMES: u32 = 10;
+/// Turns remembered for `/status`.
+const RECENT_TURNS: usize = 20;
+
+/// What every guild's conversation shares: the pod's engines, its voice and its gateway.
+#[derive(Clone)]
+pub struct Brains {
+    /// Smart Turn + Whisper workers.
+    pub pool: Arc<EnginePool<Models>>,
+    /// A VAD per speaker.
+    pub vads: VadSource,
+    /// Speech synthesis (`None`: the bot listens and answers in text only — nothing is sent).
+    pub voice: Option<Voice>,
+    /// The OpenClaw gateway (`None`: turns stop after relevance).
+    pub gateway: Option<GatewayClient>,
+    /// Room bounds.
+    pub room: RoomConfig,
+    /// Words that are never taken for the agent's name.
+    pub common: CommonWords,
+    /// The session scope (e.g. the VoiceBot's name) in OpenClaw session keys.
+    pub scope: String,
+    /// Receives every room's events, tagged with the guild (metrics, the demo, tests).
+    pub observer: Option<broadcast::Sender<(u64, RoomEvent)>>,
+}
+
+/// How to load [`Brains`].
+#[derive(Debug, Clone)]
+pub struct BrainsConfig {
+    /// Where the models are (`None`: the usual places, see [`ModelPaths::locate`]).
+    pub models_dir: Option<std::path::PathBuf>,
+    /// The Whisper model.
+    pub whisper: WhisperModel,
+    /// Listening workers (each a Smart Turn session and a Whisper state; one model in memory).
+    pub workers: usize,
+    /// The OpenClaw gateway (`None`: no answers).
+    pub gateway: Option<ClientConfig>,
+    /// Where the gateway device identity is kept (`None`: in memory).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Session scope.
+    pub scope: String,
+}
+
+impl Brains {
+    /// Loads the models and the voice, and connects to the gateway (waits up to 30 s).
+    pub async fn load(config: BrainsConfig) -> anyhow::Result<Self> {
+        let BrainsConfig {
+            models_dir,
+            whisper,
+            workers,
+            gateway,
+            state_dir,
+            scope,
+        } = config;
+        let (pool, vads, voice, common) = tokio::task::spawn_blocking(move || {
+            let paths = ModelPaths::locate(models_dir.as_deref(), whisper)?;
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let workers = workers.max(1);
+            let stt = SttConfig {
+                threads: (cores / workers).max(1),
+                ..SttConfig::default()
+            };
+            let vocabulary = paths.dir.join("ct2/whisper-tiny.en/vocabulary.txt");
+            let common = std::fs::read_to_string(&vocabulary)
+                .map(|v| CommonWords::from_whisper_vocabulary(&v))
+                .unwrap_or_else(|_| CommonWords::built_in());
+            let first = Models::load(paths, whisper, stt, 1)?;
+            let vads = VadSource::new(&first);
+            let piper = PiperVoice::load(
+                &first.env,
+                &first.paths.piper_voice(DEFAULT_PIPER_VOICE)?,
+                1,
+            )?;
+            let mut all = vec![first];
+            for _ in 1..workers {
+                let more = all[0].fork(1)?;
+                all.push(more);
+            }
+            let pool = Arc::new(EnginePool::new(all, PoolConfig::default()));
+            anyhow::Ok((
+                pool,
+                vads,
+                Voice::Piper(Arc::new(Mutex::new(piper))),
+                common,
+            ))
+        })
+        .await??;
+        let gateway = match gateway {
+            None => None,
+            Some(config) => {
+                let store: Arc<dyn CredentialStore> = match state_dir {
+                    Some(dir) => Arc::new(FileStore::new(dir)),
+                    None => Arc::new(MemoryStore::new()?),
+                };
+                let client = GatewayClient::start(config, store);
+                client.wait_connected(Duration::from_secs(30)).await?;
+                Some(client)
+            }
+        };
+        Ok(Self {
+            pool,
+            vads,
+            voice: Some(voice),
+            gateway,
+            room: RoomConfig::default(),
+            common,
+            scope,
+            observer: None,
+        })
+    }
+
+    fn conversation(&self, agent: &str, guild: u64, sensitivity: Sensitivity) -> Conversation {
+        let display = capitalised(agent);
+        let relevance = Relevance::new(
+            agent,
+            NameMatcher::new(&[display.as_str()], self.common.clone()),
+            RelevanceConfig::default(),
+        );
+        let id = format!("guild-{guild}");
+        let mut c = Conversation::new(
+            display,
+            session_key(agent, &self.scope, &id),
+            relevance,
+            sensitivity,
+        );
+        if let Some(gw) = &self.gateway {
+            let classifier: Arc<dyn Classifier> =
+                Arc::new(GatewayClassifier::new(gw.clone(), id.clone()));
+            c = c.with_gateway(gw.clone(), Some(classifier));
+        }
+        if let Some(v) = &self.voice {
+            c = c.with_voice(v.clone());
+        }
+        c
+    }
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+}
+
+/// A guild's voice: its call, its room, and who is who.
+struct GuildVoice {
+    call: Arc<tokio::sync::Mutex<Call>>,
+    channel: u64,
+    room: Arc<Mutex<Arc<Room>>>,
+    recent: Arc<Mutex<Vec<f64>>>,
+    /// Set when the bot leaves on purpose: no rejoin.
+    leaving: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for GuildVoice {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A change to a call from a gateway event.
+type CallUpdate = Box<dyn FnOnce(&mut Call) + Send>;
+
+/// The pod's voice connections.
+pub struct Voices {
+    brains: Brains,
+    senders: Arc<TwilightMap>,
+    shard_count: u32,
+    bot: u64,
+    config: Config,
+    guilds: Mutex<HashMap<u64, GuildVoice>>,
+    events: broadcast::Sender<(u64, RoomEvent)>,
+}
+
+impl Voices {
+    /// Voice for the shards in `senders` (keyed by shard id; `shard_count` in all) of bot user
+    /// `bot`.
+    pub fn new(brains: Brains, senders: Arc<TwilightMap>, shard_count: u32, bot: u64) -> Self {
+        let config = Config::default()
+            .decode_mode(DecodeMode::Decode(DecodeConfig::new(
+                Channels::Mono,
+                SampleRate::Hz16000,
+            )))
+            .gateway_timeout(Some(Duration::from_secs(10)));
+        Self {
+            senders,
+            shard_count: shard_count.max(1),
+            bot,
+            config,
+            guilds: Mutex::new(HashMap::new()),
+            events: brains
+                .observer
+                .clone()
+                .unwrap_or_else(|| broadcast::channel(256).0),
+            brains,
+        }
+    }
+
+    /// What happens in every guild's room (turns, barge-ins, drops), for metrics and tests.
+    pub fn subscribe(&self) -> broadcast::Receiver<(u64, RoomEvent)> {
+        self.events.subscribe()
+    }
+
+    /// Guilds with a voice connection.
+    pub fn connected(&self) -> usize {
+        lock(&self.guilds).len()
+    }
+
+    /// Recent end-of-speech → first-audio latencies in `guild`.
+    pub fn latencies(&self, guild: u64) -> Latencies {
+        let Some(recent) = lock(&self.guilds).get(&guild).map(|g| g.recent.clone()) else {
+            return Latencies::default();
+        };
+        let mut v = lock(&recent).clone();
+        if v.is_empty() {
+            return Latencies::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Latencies {
+            p50_ms: Some(at(0.5)),
+            p95_ms: Some(at(0.95)),
+        }
+    }
+
+    /// Routes the gateway's voice events to the calls (call from the shard's event loop, never
+    /// from a task that awaits a join).
+    pub async fn process(&self, event: &twilight_gateway::Event) {
+        use twilight_gateway::Event as E;
+        let (guild, update): (u64, CallUpdate) = match event {
+            E::VoiceServerUpdate(v) => {
+                let Some(endpoint) = v.endpoint.clone() else {
+                    return;
+                };
+                let token = v.token.clone();
+                (
+                    v.guild_id.get(),
+                    Box::new(move |c: &mut Call| c.update_server(endpoint, token)),
+                )
+            }
+            E::VoiceStateUpdate(v) if v.user_id.get() == self.bot => {
+                let Some(g) = v.guild_id else { return };
+                let session = v.session_id.clone();
+                let channel = v.channel_id;
+                (
+                    g.get(),
+                    Box::new(move |c: &mut Call| c.update_state(session, channel)),
+                )
+            }
+            _ => return,
+        };
+        let call = lock(&self.guilds).get(&guild).map(|g| g.call.clone());
+        if let Some(call) = call {
+            update(&mut *call.lock().await);
+        }
+    }
+
+    /// Humans now in the bot's channel in `guild` (one: solo mode).
+    pub fn set_humans(&self, guild: u64, humans: usize) {
+        if let Some(g) = lock(&self.guilds).get(&guild) {
+            lock(&g.room).set_humans(humans.max(1));
+        }
+    }
+
+    /// Applies a guild's settings to its running conversation: a new agent starts a new room
+    /// (a new session with that agent); a new sensitivity applies from the next turn.
+    pub fn apply(&self, guild: u64, agent: &str, sensitivity: Sensitivity, current_agent: &str) {
+        let guilds = lock(&self.guilds);
+        let Some(g) = guilds.get(&guild) else { return };
+        if agent != current_agent {
+            let room = Arc::new(Room::start(
+                self.brains.room,
+                self.brains.conversation(agent, guild, sensitivity),
+                self.brains.pool.clone(),
+                self.brains.vads.clone(),
+            ));
+            forward_events(&room, guild, &self.events, &g.recent);
+            *lock(&g.room) = room;
+        } else {
+            lock(&g.room).set_sensitivity(sensitivity);
+        }
+    }
+
+    /// Joins `channel` in `guild` with `agent` answering; returns once connected (or failed).
+    /// Call from its own task: the join waits for the gateway's voice events, which
+    /// [`Voices::process`] delivers.
+    pub async fn join(
+        self: &Arc<Self>,
+        guild: u64,
+        channel: u64,
+        agent: &str,
+        sensitivity: Sensitivity,
+        humans: usize,
+    ) -> anyhow::Result<()> {
+        let call = {
+            let mut guilds = lock(&self.guilds);
+            if let Some(g) = guilds.get_mut(&guild) {
+                g.channel = channel;
+                g.leaving.store(false, Ordering::Release);
+                g.call.clone()
+            } else {
+                let g = self.start_guild(guild, channel, agent, sensitivity, humans)?;
+                let call = g.call.clone();
+                guilds.insert(guild, g);
+                call
+            }
+        };
+        connect(&call, channel).await
+    }
+
+    /// Joins the guild's channel again after the connection dropped.
+    async fn rejoin(&self, guild: u64) -> anyhow::Result<()> {
+        let Some((call, channel)) = lock(&self.guilds)
+            .get(&guild)
+            .map(|g| (g.call.clone(), g.channel))
+        else {
+            return Ok(());
+        };
+        connect(&call, channel).await
+    }
+
+    /// Leaves the voice channel in `guild` (on purpose: no rejoin).
+    pub async fn leave(&self, guild: u64) {
+        let g = lock(&self.guilds).remove(&guild);
+        if let Some(g) = g {
+            g.leaving.store(true, Ordering::Release);
+            let mut call = g.call.lock().await;
+            call.remove_all_global_events();
+            if let Err(e) = call.leave().await {
+                tracing::debug!(guild, error = %e, "leaving voice");
+            }
+        }
+    }
+
+    /// Leaves every channel (shutdown).
+    pub async fn leave_all(&self) {
+        let guilds: Vec<u64> = lock(&self.guilds).keys().copied().collect();
+        for g in guilds {
+            self.leave(g).await;
+        }
+    }
+
+    fn start_guild(
+        self: &Arc<Self>,
+        guild: u64,
+        channel: u64,
+        agent: &str,
+        sensitivity: Sensitivity,
+        humans: usize,
+    ) -> anyhow::Result<GuildVoice> {
+        let guild_id =
+            std::num::NonZeroU64::new(guild).ok_or_else(|| anyhow::anyhow!("guild id 0"))?;
+        let bot = std::num::NonZeroU64::new(self.bot)
+            .ok_or_else(|| anyhow::anyhow!("the bot's user id is not known yet"))?;
+        let shard = ((guild >> 22) % u64::from(self.shard_count)) as u32;
+        let mut call = Call::from_config(
+            guild_id,
+            VoiceShard::Twilight(self.senders.clone(), shard),
+            bot,
+            self.config.clone(),
+        );
+        let conversation = self.brains.conversation(agent, guild, sensitivity);
+        let room = Arc::new(Room::start(
+            self.brains.room,
+            conversation,
+            self.brains.pool.clone(),
+            self.brains.vads.clone(),
+        ));
+        room.set_humans(humans.max(1));
+        let recent = Arc::new(Mutex::new(Vec::new()));
+        let forward = forward_events(&room, guild, &self.events, &recent);
+        let room = Arc::new(Mutex::new(room));
+        let leaving = Arc::new(AtomicBool::new(false));
+        let receiver = Arc::new(Receiver {
+            room: room.clone(),
+            users: Mutex::new(HashMap::new()),
+            quiet: Mutex::new(HashMap::new()),
+        });
+        call.add_global_event(
+            Event::Core(CoreEvent::SpeakingStateUpdate),
+            Handler(receiver.clone()),
+        );
+        call.add_global_event(Event::Core(CoreEvent::VoiceTick), Handler(receiver.clone()));
+        call.add_global_event(Event::Core(CoreEvent::ClientDisconnect), Handler(receiver));
+        call.add_global_event(
+            Event::Core(CoreEvent::DriverDisconnect),
+            Rejoin {
+                voices: Arc::downgrade(self),
+                guild,
+                leaving: leaving.clone(),
+            },
+        );
+        let call = Arc::new(tokio::sync::Mutex::new(call));
+        let playback = tokio::spawn(playback(call.clone(), room.clone()));
+        Ok(GuildVoice {
+            call,
+            channel,
+            room,
+            recent,
+            leaving,
+            tasks: vec![playback.abort_handle(), forward],
+        })
+    }
+}
+
+async fn connect(call: &tokio::sync::Mutex<Call>, channel: u64) -> anyhow::Result<()> {
+    let channel =
+        std::num::NonZeroU64::new(channel).ok_or_else(|| anyhow::anyhow!("channel id 0"))?;
+    let join = call.lock().await.join(channel).await;
+    match join {
+        Ok(j) => j.await.map_err(|e| anyhow::anyhow!("joining voice: {e}")),
+        Err(e) => Err(anyhow::anyhow!("joining voice: {e}")),
+    }
+}
+
+/// Room events → the pod's stream, and the guild's recent latencies.
+fn forward_events(
+    room: &Room,
+    guild: u64,
+    events: &broadcast::Sender<(u64, RoomEvent)>,
+    recent: &Arc<Mutex<Vec<f64>>>,
+) -> tokio::task::AbortHandle {
+    let mut rx = room.subscribe();
+    let events = events.clone();
+    let recent = recent.clone();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    if let RoomEvent::Turn(t) = &e {
+                        note_latency(&recent, t);
+                    }
+                    let _ = events.send((guild, e));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+    .abort_handle()
+}
+
+fn note_latency(recent: &Mutex<Vec<f64>>, t: &TurnRecord) {
+    if let Some(ms) = t.latency_ms() {
+        let mut r = lock(recent);
+        r.push(ms);
+        let excess = r.len().saturating_sub(RECENT_TURNS);
+        r.drain(..excess);
+    }
+}
+
+/// Receive side of a call: SSRC → user, and each user's audio into the room.
+struct Receiver {
+    room: Arc<Mutex<Arc<Room>>>,
+    users: Mutex<HashMap<u32, u64>>,
+    /// When each SSRC last carried voice.
+    quiet: Mutex<HashMap<u32, Instant>>,
+}
+
+struct Handler(Arc<Receiver>);
+
+#[async_trait::async_trait]
+impl EventHandler for Handler {
+    async fn act(&self, ctx: &EventContext<'_>) -> Option<Event> {
+        let r = &self.0;
+        match ctx {
+            EventContext::SpeakingStateUpdate(s) => {
+                if let Some(user) = s.user_id {
+                    lock(&r.users).insert(s.ssrc, user.0);
+                }
+            }
+            EventContext::ClientDisconnect(d) => {
+                let ssrc = {
+                    let mut users = lock(&r.users);
+                    let ssrc = users
+                        .iter()
+                        .find(|(_, u)| **u == d.user_id.0)
+                        .map(|(s, _)| *s);
+                    if let Some(s) = ssrc {
+                        users.remove(&s);
+                    }
+                    ssrc
+                };
+                if let Some(s) = ssrc {
+                    lock(&r.quiet).remove(&s);
+                }
+                lock(&r.room).leave(&d.user_id.0.to_string());
+            }
+            EventContext::VoiceTick(tick) => {
+                let room = lock(&r.room).clone();
+                let users = lock(&r.users).clone();
+                let now = Instant::now();
+                let mut quiet = lock(&r.quiet);
+                for (ssrc, data) in &tick.speaking {
+                    let (Some(user), Some(pcm)) = (users.get(ssrc), &data.decoded_voice) else {
+                        tracing::debug!(
+                            ssrc,
+                            known = users.contains_key(ssrc),
+                            "voice without a speaker or audio"
+                        );
+                        continue;
+                    };
+                    quiet.insert(*ssrc, now);
+                    let frame: Vec<f32> = pcm.iter().map(|s| f32::from(*s) / 32_768.0).collect();
+                    let _ = room.push(&user.to_string(), &frame);
+                }
+                // Silence for speakers who just stopped, so their turn can end.
+                quiet.retain(|ssrc, last| {
+                    if tick.speaking.contains_key(ssrc) {
+                        return true;
+                    }
+                    if now.duration_since(*last) > TRAILING_SILENCE {
+                        return false;
+                    }
+                    if let Some(user) = users.get(ssrc) {
+                        let _ = room.push(&user.to_string(), &[0.0; 320]);
+                    }
+                    true
+                });
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+/// Joins again when the voice connection drops without being asked to.
+struct Rejoin {
+    voices: Weak<Voices>,
+    guild: u64,
+    leaving: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Rejoin {
+    async fn act(&self, ctx: &EventContext<'_>) -> Option<Event> {
+        let EventContext::DriverDisconnect(d) = ctx else {
+            return None;
+        };
+        if self.leaving.load(Ordering::Acquire)
+            || matches!(
+                d.reason,
+                Some(songbird::events::context_data::DisconnectReason::Requested)
+            )
+        {
+            return None;
+        }
+        tracing::warn!(guild = self.guild, reason = ?d.reason, "voice connection lost; rejoining");
+        let voices = self.voices.clone();
+        let guild = self.guild;
+        let leaving = self.leaving.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            for _ in 0..6 {
+                tokio::time::sleep(backoff).await;
+                let Some(v) = voices.upgrade() else { return };
+                if leaving.load(Ordering::Acquire) {
+                    return;
+                }
+                match v.rejoin(guild).await {
+                    Ok(()) => {
+                        tracing::info!(guild, "voice rejoined");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(guild, error = %e, "rejoin failed"),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        });
+        None
+    }
+}
+
+/// Starts a track whenever the room has something to say.
+async fn playback(call: Arc<tokio::sync::Mutex<Call>>, room: Arc<Mutex<Arc<Room>>>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut active: Option<(Arc<AtomicBool>, Instant)> = None;
+    loop {
+        tick.tick().await;
+        match &active {
+            Some((playing, _)) if playing.load(Ordering::Acquire) => continue,
+            // A track that ended at once could not be played: do not spin on it.
+            Some((_, started)) if started.elapsed() < Duration::from_millis(200) => {
+                tracing::warn!("the reply track failed to start; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => {}
+        }
+        let current = lock(&room).clone();
+        if !current.is_playing() {
+            continue;
+        }
+        let playing = Arc::new(AtomicBool::new(true));
+        let source = RoomSource {
+            room: Arc::downgrade(&current),
+            pending: Vec::new(),
+            offset: 0,
+            idle: 0,
+            playing: playing.clone(),
+            frame: (current.sample_rate() / 50) as usize,
+        };
+        let input: Input = RawAdapter::new(source, current.sample_rate(), 1).into();
+        call.lock().await.play_input(input);
+        active = Some((playing, Instant::now()));
+    }
+}
+
+/// The room's playout as a live f32 PCM stream for songbird's mixer, which pulls it at real
+/// time. Ends after [`TRACK_IDLE_FRAMES`] of nothing (the next reply starts a new track).
+struct RoomSource {
+    room: Weak<Room>,
+    pending: Vec<u8>,
+    offset: usize,
+    idle: u32,
+    playing: Arc<AtomicBool>,
+    frame: usize,
+}
+
+impl Read for RoomSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.offset >= self.pending.len() {
+            let frame = self.room.upgrade().and_then(|r| r.next_frame());
+            let samples = match frame {
+                Some(f) => {
+                    self.idle = 0;
+                    f
+                }
+                None => {
+                    self.idle += 1;
+                    if self.idle > TRACK_IDLE_FRAMES || self.room.strong_count() == 0 {
+                        self.playing.store(false, Ordering::Release);
+                        return Ok(0);
+                    }
+                    vec![0.0; self.frame]
+                }
+            };
+            self.pending = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+            self.offset = 0;
+        }
+        let n = buf.len().min(self.pending.len() - self.offset);
+        buf[..n].copy_from_slice(&self.pending[self.offset..self.offset + n]);
+        self.offset += n;
+        Ok(n)
+    }
+}
+
+impl Seek for RoomSource {
+    fn seek(&mut self, _: SeekFrom) -> std::io::Result<u64> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+impl songbird::input::core::io::MediaSource for RoomSource {
+    fn is_seekable(&self) -> bool {
+        false
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl Drop for RoomSource {
+    fn drop(&mut self) {
+        self.playing.store(false, Ordering::Release);
+    }
+}
