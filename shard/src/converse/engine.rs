@@ -126,6 +126,11 @@ impl Conversation {
         self
     }
 
+    /// The agent's display name.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
     /// Sample rate of the voice's audio (`None` without a voice).
     pub fn sample_rate(&self) -> Option<u32> {
         self.voice.as_ref().map(Voice::sample_rate)

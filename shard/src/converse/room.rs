@@ -110,6 +110,8 @@ impl DropReason {
 pub struct TurnRecord {
     /// Who spoke.
     pub speaker: String,
+    /// The agent that decided (and answered), by display name.
+    pub agent: String,
     /// What the listener heard.
     pub utterance: Utterance,
     /// The decision and the reply (its audio went to the playout, not here).
@@ -156,7 +158,8 @@ pub enum RoomEvent {
     },
     /// A turn was handled (answered or not).
     Turn(Box<TurnRecord>),
-    /// The bot stopped talking because a human started.
+    /// The bot stops talking because a human started (sent as the playout stops, before the
+    /// run is aborted at the gateway).
     BargeIn {
         /// Who interrupted.
         speaker: String,
@@ -543,6 +546,7 @@ async fn reply_worker(
         let addressed = reply.addressed;
         let mut record = TurnRecord {
             speaker: turn.speaker.clone(),
+            agent: conversation.agent().to_string(),
             utterance: turn.utterance,
             reply,
             queued_ms,
@@ -620,6 +624,10 @@ async fn play(
     };
     if cut {
         let spoken = lock(&inner.playout).stop();
+        // Tell the voice connection now; aborting the run at the gateway takes a round trip.
+        inner.emit(RoomEvent::BargeIn {
+            speaker: barge.borrow().1.clone(),
+        });
         let outcome = active.barge_in().await;
         return barged(inner, record, spoken.text, outcome, barge);
     }
@@ -640,6 +648,9 @@ async fn play(
             _ = tick.tick() => {}
             Ok(()) = barge.changed() => {
                 let spoken = lock(&inner.playout).stop();
+                inner.emit(RoomEvent::BargeIn {
+                    speaker: barge.borrow().1.clone(),
+                });
                 return barged(inner, record, spoken.text, outcome, barge);
             }
         }
@@ -660,6 +671,5 @@ fn barged(
     record.barged_in = true;
     record.gateway_aborted = outcome.gateway_aborted;
     inner.speaking.store(false, Ordering::Release);
-    inner.emit(RoomEvent::BargeIn { speaker: who });
     outcome
 }

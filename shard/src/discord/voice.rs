@@ -224,9 +224,14 @@ pub struct Voices {
 
 impl Voices {
     /// Voice for the shards in `senders` (keyed by shard id; `shard_count` in all) of bot user
-    /// `bot`.
+    /// `bot`. Must be called within the Tokio runtime that runs the calls: their mixers'
+    /// scheduler lives there (songbird's default one is process-wide and dies with the first
+    /// runtime that used it).
     pub fn new(brains: Brains, senders: Arc<TwilightMap>, shard_count: u32, bot: u64) -> Self {
+        let scheduler =
+            songbird::driver::Scheduler::new(songbird::driver::SchedulerConfig::default());
         let config = Config::default()
+            .scheduler(scheduler)
             .decode_mode(DecodeMode::Decode(DecodeConfig::new(
                 Channels::Mono,
                 SampleRate::Hz16000,
@@ -441,7 +446,12 @@ impl Voices {
             },
         );
         let call = Arc::new(tokio::sync::Mutex::new(call));
-        let playback = tokio::spawn(playback(call.clone(), room.clone()));
+        let playback = tokio::spawn(playback(
+            call.clone(),
+            room.clone(),
+            guild,
+            self.events.subscribe(),
+        ));
         Ok(GuildVoice {
             call,
             channel,
@@ -621,17 +631,35 @@ impl EventHandler for Rejoin {
     }
 }
 
-/// Starts a track whenever the room has something to say.
-async fn playback(call: Arc<tokio::sync::Mutex<Call>>, room: Arc<Mutex<Arc<Room>>>) {
+/// Starts a track whenever the room has something to say; stops it at once when a human
+/// talks over it (the mixer may have read ahead of real time, so stopping the room's playout
+/// alone would leave what it buffered to be heard).
+async fn playback(
+    call: Arc<tokio::sync::Mutex<Call>>,
+    room: Arc<Mutex<Arc<Room>>>,
+    guild: u64,
+    mut events: broadcast::Receiver<(u64, RoomEvent)>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut active: Option<(Arc<AtomicBool>, Instant)> = None;
+    let mut active: Option<(Arc<AtomicBool>, Instant, songbird::tracks::TrackHandle)> = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            e = events.recv() => {
+                if let Ok((g, RoomEvent::BargeIn { .. })) = e
+                    && g == guild
+                    && let Some((_, _, track)) = &active
+                {
+                    let _ = track.stop();
+                }
+                continue;
+            }
+        }
         match &active {
-            Some((playing, _)) if playing.load(Ordering::Acquire) => continue,
+            Some((playing, _, _)) if playing.load(Ordering::Acquire) => continue,
             // A track that ended at once could not be played: do not spin on it.
-            Some((_, started)) if started.elapsed() < Duration::from_millis(200) => {
+            Some((_, started, _)) if started.elapsed() < Duration::from_millis(200) => {
                 tracing::warn!("the reply track failed to start; retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -651,8 +679,8 @@ async fn playback(call: Arc<tokio::sync::Mutex<Call>>, room: Arc<Mutex<Arc<Room>
             frame: (current.sample_rate() / 50) as usize,
         };
         let input: Input = RawAdapter::new(source, current.sample_rate(), 1).into();
-        call.lock().await.play_input(input);
-        active = Some((playing, Instant::now()));
+        let track = call.lock().await.play_input(input);
+        active = Some((playing, Instant::now(), track));
     }
 }
 

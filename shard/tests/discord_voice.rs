@@ -1,0 +1,560 @@
+//! The whole bot in a voice channel, end to end: the Discord simulator (gateway, TLS voice
+//! WebSocket, UDP RTP with Opus), the shard's real twilight + songbird code, the real models,
+//! and a real OpenClaw gateway in front of the fake model. Simulated users speak espeak-ng
+//! speech over RTP; what the bot sends back over RTP is recorded by the simulator and
+//! transcribed with Whisper.
+//!
+//! DAVE: the simulator negotiates transport encryption only (`dave_protocol_version: 0`);
+//! songbird offers DAVE and would speak it to a server that asks (see the simulator's docs).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+#[path = "../../demo/src/local_gateway.rs"]
+mod gateway;
+
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::{broadcast, watch};
+use voicebot_discord_sim::{BotAudio, Guild, SimConfig, SimEvent, Simulator, TlsIdentity, User};
+use voicebot_shard::audio;
+
+use voicebot_shard::converse::names::CommonWords;
+use voicebot_shard::converse::relevance::Sensitivity;
+use voicebot_shard::converse::room::{RoomConfig, RoomEvent, TurnRecord, VadSource};
+use voicebot_shard::discord::gateway::{DiscordConfig, run};
+use voicebot_shard::discord::plan::ShardPlan;
+use voicebot_shard::discord::voice::Brains;
+use voicebot_shard::listen::stt::SttConfig;
+use voicebot_shard::listen::{EnginePool, ListenerConfig, Models, PoolConfig};
+use voicebot_shard::models::{DEFAULT_PIPER_VOICE, ModelPaths, WhisperModel};
+use voicebot_shard::openclaw::GatewayClient;
+use voicebot_shard::openclaw::device::MemoryStore;
+use voicebot_shard::secret::Secret;
+use voicebot_shard::speak::tts::Voice;
+use voicebot_shard::speak::tts::piper::PiperVoice;
+
+use common::{silence, speak};
+
+const GUILD: u64 = 1_600_000_000_000_000_001;
+const LOUNGE: u64 = 1_600_000_000_000_000_010;
+
+/// The simulator's certificate, trusted through SSL_CERT_FILE (songbird reads the platform
+/// roots at each connection). Every test calls this first: the variable is set once, before
+/// any test has started a runtime or a thread that could read the environment.
+fn tls() -> Arc<TlsIdentity> {
+    static TLS: OnceLock<Arc<TlsIdentity>> = OnceLock::new();
+    static TRUST: Once = Once::new();
+    let tls = TLS
+        .get_or_init(|| Arc::new(TlsIdentity::generate().unwrap()))
+        .clone();
+    TRUST.call_once(|| {
+        let path = common::scratch().join("simulator-ca.pem");
+        std::fs::write(&path, tls.cert_pem()).unwrap();
+        // SAFETY: see above; no other thread of this binary reads the environment meanwhile.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("SSL_CERT_FILE", &path)
+        };
+    });
+    tls
+}
+
+/// The pod's engines, loaded once: two listening workers sharing Whisper, a Piper voice.
+fn engines() -> &'static (Arc<EnginePool<Models>>, VadSource, Voice) {
+    static E: OnceLock<(Arc<EnginePool<Models>>, VadSource, Voice)> = OnceLock::new();
+    E.get_or_init(|| {
+        let paths = ModelPaths::locate(None, WhisperModel::TinyEn).expect("models (setup.sh)");
+        let stt = SttConfig {
+            threads: 1,
+            ..SttConfig::default()
+        };
+        let first = Models::load(paths, WhisperModel::TinyEn, stt, 1).unwrap();
+        let second = first.fork(1).unwrap();
+        let vads = VadSource::new(&first);
+        let voice = PiperVoice::load(
+            &first.env,
+            &first.paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap(),
+            1,
+        )
+        .unwrap();
+        (
+            Arc::new(EnginePool::new(vec![first, second], PoolConfig::default())),
+            vads,
+            Voice::Piper(Arc::new(Mutex::new(voice))),
+        )
+    })
+}
+
+struct Bot {
+    sim: Simulator,
+    events: broadcast::Receiver<(u64, RoomEvent)>,
+    stop: watch::Sender<bool>,
+    shard: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Bot {
+    /// A guild owned by `owner` with `others` as members; the shard connected with commands
+    /// registered.
+    async fn start(owner: &User, others: &[User]) -> Self {
+        let tls = tls();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (pool, vads, voice) = engines();
+        let gw = gateway::shared_gateway();
+        let client =
+            GatewayClient::start(gw.client_config(), Arc::new(MemoryStore::new().unwrap()));
+        client
+            .wait_connected(Duration::from_secs(90))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
+        // The gateway's first run is slow (≈ 4 s): longer than the relevance classifier waits.
+        let warm = voicebot_shard::openclaw::session_key("jarvis", "test", "warm");
+        gateway::reply_to(&client, &warm, "warm up").await;
+        let (observer, events) = broadcast::channel(256);
+        let brains = Brains {
+            pool: pool.clone(),
+            vads: vads.clone(),
+            voice: Some(voice.clone()),
+            gateway: Some(client),
+            room: RoomConfig::default(),
+            common: CommonWords::built_in(),
+            scope: format!("test-{}", fastrand::u32(..)),
+            observer: Some(observer),
+        };
+        let sim_config = SimConfig {
+            tls: Some(tls),
+            ..SimConfig::default()
+        };
+        let sim = Simulator::start(sim_config.clone()).await.unwrap();
+        sim.add_guild(Guild::new(GUILD, owner, (LOUNGE, "Lounge"), others));
+        let config = DiscordConfig {
+            token: Secret::new(sim_config.token.clone()),
+            application_id: sim_config.application_id,
+            command: "jarvis".into(),
+            agents: vec!["jarvis".into(), "sage".into()],
+            default_sensitivity: Sensitivity::Low,
+            api_proxy: Some(sim.http_proxy()),
+            gateway_url: Some(sim.gateway_url()),
+            plan: ShardPlan {
+                count: 1,
+                per_pod: 1,
+                ordinal: 0,
+            },
+            brains: Some(brains),
+        };
+        let (stop, shutdown) = watch::channel(false);
+        let shard = tokio::spawn(run(config, shutdown));
+        sim.wait_for("the guild's commands", |e| {
+            matches!(
+                e,
+                SimEvent::Commands {
+                    guild: Some(GUILD),
+                    ..
+                }
+            )
+        })
+        .await
+        .unwrap();
+        Self {
+            sim,
+            events,
+            stop,
+            shard,
+        }
+    }
+
+    /// Runs `/jarvis <sub> [option]` as `user`; returns the bot's (ephemeral) answer.
+    async fn command(&self, user: &User, options: serde_json::Value) -> String {
+        let id = self
+            .sim
+            .run_command(GUILD, user, "jarvis", options)
+            .unwrap();
+        match self
+            .sim
+            .wait_for("the command's answer", |e| {
+                matches!(e, SimEvent::InteractionReply { interaction, .. } if *interaction == id)
+            })
+            .await
+            .unwrap()
+        {
+            SimEvent::InteractionReply {
+                content, ephemeral, ..
+            } => {
+                assert!(ephemeral, "answers are ephemeral: {content}");
+                content
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// `user` enters the lounge and has the bot join; returns once the bot's voice is up.
+    async fn invite(&self, user: &User) {
+        self.sim.user_voice(GUILD, user, Some(LOUNGE)).unwrap();
+        let answer = self
+            .command(user, json!([{"name": "join", "type": 1}]))
+            .await;
+        assert!(answer.contains("Joining Lounge"), "{answer}");
+        self.voice_ready(user).await;
+    }
+
+    async fn voice_ready(&self, user: &User) {
+        let start = Instant::now();
+        while let Err(e) = self.sim.speak(GUILD, user, &[]).await {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the bot's voice never came up: {e}\n{:#?}",
+                self.sim.history()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `user` says `text` (espeak-ng) over RTP; returns when they stopped.
+    async fn say(&self, user: &User, text: &str, voice: &str) -> Instant {
+        let clip = [silence(200), speak(text, voice, 160), silence(300)].concat();
+        self.sim
+            .speak(GUILD, user, &to_48k(&clip))
+            .await
+            .unwrap()
+            .stopped
+    }
+
+    /// The next finished turn (skipping other events), up to 60 s.
+    async fn turn(&mut self) -> TurnRecord {
+        self.next(|e| match e {
+            RoomEvent::Turn(t) => Some(*t),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn next<T>(&mut self, pick: impl Fn(RoomEvent) -> Option<T>) -> T {
+        next_in(&mut self.events, pick).await
+    }
+
+    /// What the bot said after `after`, transcribed.
+    async fn heard_answer(&self, after: Instant) -> (Instant, String) {
+        let (first, pcm) = self
+            .sim
+            .wait_bot_answer(
+                GUILD,
+                after,
+                Duration::from_millis(800),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("the bot sent no audio");
+        (first, transcribe(&pcm))
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.shard)
+            .await
+            .expect("the shard stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// The next room event `pick` takes, up to 60 s.
+async fn next_in<T>(
+    events: &mut broadcast::Receiver<(u64, RoomEvent)>,
+    pick: impl Fn(RoomEvent) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Ok((g, e))) => {
+                assert_eq!(g, GUILD);
+                if let Some(t) = pick(e) {
+                    return t;
+                }
+            }
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            other => panic!("no such room event: {other:?}"),
+        }
+    }
+}
+
+fn to_48k(pcm: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(pcm.len() * 3);
+    for (i, &s) in pcm.iter().enumerate() {
+        let next = pcm.get(i + 1).copied().unwrap_or(s);
+        out.extend([s, s + (next - s) / 3.0, s + 2.0 * (next - s) / 3.0]);
+    }
+    out
+}
+
+/// Whisper on what the simulator recorded (48 kHz mono).
+fn transcribe(pcm48: &[f32]) -> String {
+    let pcm = audio::Pcm {
+        sample_rate: BotAudio::SAMPLE_RATE,
+        channels: 1,
+        samples: pcm48.to_vec(),
+    };
+    let mut pcm16 = audio::to_pipeline_rate(&pcm).unwrap();
+    pcm16.extend(silence(1_500));
+    common::listen(&pcm16, ListenerConfig::default())
+        .iter()
+        .map(|u| u.transcript.clone())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Lower case, digits as words (Whisper writes "2 plus 2").
+fn norm(text: &str) -> String {
+    text.to_lowercase().replace('2', "two").replace('4', "four")
+}
+
+fn owner() -> User {
+    User::new(1_700_000_000_000_000_001, "Ann", false)
+}
+
+fn guest() -> User {
+    User::new(1_700_000_000_000_000_002, "Bob", false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_answers_a_question_out_loud() {
+    let ann = owner();
+    let mut bot = Bot::start(&ann, &[]).await;
+    bot.invite(&ann).await;
+    let stopped = bot
+        .say(&ann, "Jarvis, what is two plus two?", "en-us")
+        .await;
+    let turn = bot.turn().await;
+    assert_eq!(turn.speaker, ann.id.to_string());
+    assert!(
+        norm(&turn.utterance.transcript).contains("two plus two"),
+        "{turn:?}"
+    );
+    assert!(turn.reply.addressed, "{turn:?}");
+    assert_eq!(turn.reply.reply.as_deref(), Some("Two plus two is four."));
+    let (first, heard) = bot.heard_answer(stopped).await;
+    assert!(
+        norm(&heard).contains("four"),
+        "the bot's audio says {heard:?}"
+    );
+    gateway::note(&format!(
+        "end of speech → first bot RTP packet: {:.0} ms",
+        first.saturating_duration_since(stopped).as_secs_f64() * 1e3
+    ));
+    // Status shows the setup and the measured latency.
+    let status = bot
+        .command(&ann, json!([{"name": "status", "type": 1}]))
+        .await;
+    assert!(
+        status.contains("Lounge") && status.contains("jarvis") && status.contains("low"),
+        "{status}"
+    );
+    assert!(status.contains("ms"), "status shows latencies: {status}");
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensitivity_and_agent_commands_change_who_answers_what() {
+    let (ann, bob) = (owner(), guest());
+    let mut bot = Bot::start(&ann, std::slice::from_ref(&bob)).await;
+    // Two humans in the channel: no solo mode, the bot waits to be named at low sensitivity.
+    bot.sim.user_voice(GUILD, &bob, Some(LOUNGE)).unwrap();
+    bot.invite(&ann).await;
+    bot.say(&ann, "What is two plus two?", "en-us").await;
+    let turn = bot.turn().await;
+    assert!(
+        !turn.reply.addressed,
+        "low: not named, not answered: {turn:?}"
+    );
+    assert!(turn.reply.reply.is_none());
+
+    // A guest may not change settings; the owner may.
+    let refused = bot
+        .command(&bob, json!([{"name": "sensitivity", "type": 1, "options": [{"name": "level", "type": 3, "value": "high"}]}]))
+        .await;
+    assert!(refused.contains("Manage Server"), "{refused}");
+    let ok = bot
+        .command(&ann, json!([{"name": "sensitivity", "type": 1, "options": [{"name": "level", "type": 3, "value": "high"}]}]))
+        .await;
+    assert!(ok.contains("high"), "{ok}");
+    bot.say(&ann, "What is two plus two?", "en-us").await;
+    let turn = bot.turn().await;
+    assert!(
+        turn.reply.addressed,
+        "high: a question is for the bot: {turn:?}"
+    );
+    assert_eq!(turn.reply.reply.as_deref(), Some("Two plus two is four."));
+
+    // Sage answers now: "Jarvis" is someone else's name.
+    bot.command(&ann, json!([{"name": "sensitivity", "type": 1, "options": [{"name": "level", "type": 3, "value": "low"}]}]))
+        .await;
+    let switched = bot
+        .command(&ann, json!([{"name": "agent", "type": 1, "options": [{"name": "name", "type": 3, "value": "sage"}]}]))
+        .await;
+    assert!(switched.contains("sage"), "{switched}");
+    bot.say(&ann, "Jarvis, what is two plus two?", "en-us")
+        .await;
+    let turn = bot.turn().await;
+    assert_eq!(turn.agent, "Sage");
+    assert!(!turn.reply.addressed, "jarvis no longer answers: {turn:?}");
+    bot.command(&ann, json!([{"name": "sensitivity", "type": 1, "options": [{"name": "level", "type": 3, "value": "high"}]}]))
+        .await;
+    bot.say(&ann, "What is two plus two?", "en-us").await;
+    let turn = bot.turn().await;
+    assert_eq!(turn.agent, "Sage");
+    assert_eq!(
+        turn.reply.reply.as_deref(),
+        Some("Two plus two is four."),
+        "{turn:?}"
+    );
+    let status = bot
+        .command(&ann, json!([{"name": "status", "type": 1}]))
+        .await;
+    assert!(
+        status.contains("sage") && status.contains("high"),
+        "{status}"
+    );
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_talking_at_once_are_heard_separately() {
+    let (ann, bob) = (owner(), guest());
+    let mut bot = Bot::start(&ann, std::slice::from_ref(&bob)).await;
+    bot.sim.user_voice(GUILD, &bob, Some(LOUNGE)).unwrap();
+    bot.invite(&ann).await;
+    bot.voice_ready(&bob).await;
+    tokio::join!(
+        bot.say(&ann, "Jarvis, what is two plus two?", "en-us"),
+        bot.say(&bob, "I like the music in this room.", "en-gb+m3"),
+    );
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        heard.push(
+            bot.next(|e| match e {
+                RoomEvent::Heard { speaker, utterance } => Some((speaker, utterance.transcript)),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    heard.sort();
+    assert_eq!(heard[0].0, ann.id.to_string(), "{heard:?}");
+    assert!(norm(&heard[0].1).contains("two plus two"), "{heard:?}");
+    assert_eq!(heard[1].0, bob.id.to_string(), "{heard:?}");
+    assert!(heard[1].1.to_lowercase().contains("music"), "{heard:?}");
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn talking_over_the_reply_stops_it() {
+    // Two humans: the interruption itself is not a question for the bot (no solo mode).
+    let (ann, bob) = (owner(), guest());
+    let mut bot = Bot::start(&ann, std::slice::from_ref(&bob)).await;
+    bot.sim.user_voice(GUILD, &bob, Some(LOUNGE)).unwrap();
+    bot.invite(&ann).await;
+    // "story": the fake model writes a long reply, slowly.
+    let stopped = bot.say(&ann, "Jarvis, tell me a story.", "en-us").await;
+    {
+        let start = Instant::now();
+        loop {
+            if bot.sim.bot_audio(GUILD).since(stopped).is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the bot never spoke"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let clip = to_48k(
+        &[
+            silence(200),
+            speak("Wait, stop.", "en-us", 160),
+            silence(300),
+        ]
+        .concat(),
+    );
+    bot.voice_ready(&bob).await;
+    let (spoken, (who, barged)) = tokio::join!(bot.sim.speak(GUILD, &bob, &clip), async {
+        let who = next_in(&mut bot.events, |e| match e {
+            RoomEvent::BargeIn { speaker } => Some(speaker),
+            _ => None,
+        })
+        .await;
+        (who, Instant::now())
+    });
+    let interrupted = spoken.unwrap().started;
+    assert_eq!(who, bob.id.to_string());
+    let turn = bot.turn().await;
+    assert!(turn.barged_in, "{turn:?}");
+    // The story stops within a moment (Bob's "wait, stop" is not for the bot: no answer).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let audio = bot.sim.bot_audio(GUILD);
+    let after: Vec<Instant> = audio
+        .packets
+        .iter()
+        .map(|p| p.0)
+        .filter(|t| *t >= barged)
+        .collect();
+    let quiet_from = after
+        .windows(2)
+        .find(|w| w[1].duration_since(w[0]) > Duration::from_millis(300))
+        .map_or_else(|| after.last().copied().unwrap_or(barged), |w| w[0]);
+    gateway::note(&format!(
+        "barge-in {:?} after the interruption started; the bot went quiet {:?} later",
+        barged.saturating_duration_since(interrupted),
+        quiet_from.saturating_duration_since(barged)
+    ));
+    assert!(
+        quiet_from < barged + Duration::from_secs(1),
+        "the bot kept talking {:?} after it was interrupted",
+        quiet_from.saturating_duration_since(barged)
+    );
+    assert!(!turn.heard.contains("word39"), "{turn:?}");
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_voice_connection_comes_back() {
+    let ann = owner();
+    let mut bot = Bot::start(&ann, &[]).await;
+    bot.invite(&ann).await;
+    let connects = |sim: &Simulator| {
+        sim.history()
+            .iter()
+            .filter(|e| matches!(e, SimEvent::VoiceConnect { .. }))
+            .count()
+    };
+    // The voice server "crashes" (4015): songbird resumes the session.
+    let before = connects(&bot.sim);
+    assert!(bot.sim.drop_voice_connection(GUILD, 4015));
+    bot.sim
+        .wait_for("a voice resume", |e| {
+            matches!(e, SimEvent::VoiceConnect { resumed: true, .. })
+        })
+        .await
+        .unwrap();
+    // The session is gone (4006): the bot joins the channel again.
+    assert!(bot.sim.drop_voice_connection(GUILD, 4006));
+    let start = Instant::now();
+    while connects(&bot.sim) < before + 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the bot did not rejoin: {:#?}",
+            bot.sim.history()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bot.voice_ready(&ann).await;
+    let stopped = bot
+        .say(&ann, "Jarvis, what is two plus two?", "en-us")
+        .await;
+    let turn = bot.turn().await;
+    assert_eq!(turn.reply.reply.as_deref(), Some("Two plus two is four."));
+    let (_, heard) = bot.heard_answer(stopped).await;
+    assert!(norm(&heard).contains("four"), "{heard:?}");
+    bot.stop().await;
+}
