@@ -119,6 +119,14 @@ fn demo(args: Args) -> anyhow::Result<()> {
     rt.block_on(session(args, tls, speech))
 }
 
+/// Where speech starts in 48 kHz audio: the first 10 ms louder than −45 dBFS, ms.
+fn speech_onset_ms(pcm: &[f32]) -> u64 {
+    pcm.chunks(480)
+        .position(|w| audio::rms_dbfs(w) > -45.0)
+        .unwrap_or(0) as u64
+        * 10
+}
+
 /// 16 kHz → 48 kHz, linear (the simulated user's microphone).
 fn to_48k(pcm: &[f32]) -> Vec<f32> {
     let mut out = Vec::with_capacity(pcm.len() * 3);
@@ -202,6 +210,7 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
     command(&sim, &owner, json!([{"name": "join", "type": 1}])).await?;
     wait_voice_ready(&sim, &owner).await?;
 
+    let onset_ms = speech_onset_ms(&speech);
     let mut latencies = Vec::new();
     let mut n = 0;
     for _ in 0..args.repeat.max(1) {
@@ -211,9 +220,16 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
             .speak(GUILD, &owner, &speech)
             .await
             .map_err(anyhow::Error::msg)?;
-        for turn in collect_turns(&mut turns).await {
+        let turns_heard = collect_turns(&mut turns).await;
+        // The listener's clock runs from the speaker's first audio ever: line it up with this
+        // round through the first utterance's start and where speech starts in the file.
+        let offset = turns_heard
+            .first()
+            .map_or(0, |t| t.utterance.start_ms.saturating_sub(onset_ms));
+        for turn in turns_heard {
             n += 1;
-            let end = spoken.started + Duration::from_millis(turn.utterance.end_ms);
+            let end = spoken.started
+                + Duration::from_millis(turn.utterance.end_ms.saturating_sub(offset));
             let answer = if turn.reply.reply.is_some() {
                 sim.wait_bot_answer(
                     GUILD,

@@ -39,6 +39,8 @@ use common::{silence, speak};
 
 const GUILD: u64 = 1_600_000_000_000_000_001;
 const LOUNGE: u64 = 1_600_000_000_000_000_010;
+/// Silence after each spoken clip.
+const TRAILING_MS: u64 = 300;
 
 /// The simulator's certificate, trusted through SSL_CERT_FILE (songbird reads the platform
 /// roots at each connection). Every test calls this first: the variable is set once, before
@@ -210,9 +212,15 @@ impl Bot {
         }
     }
 
-    /// `user` says `text` (espeak-ng) over RTP; returns when they stopped.
+    /// `user` says `text` (espeak-ng) over RTP, then [`TRAILING_MS`] of silence; returns when
+    /// the last packet went out.
     async fn say(&self, user: &User, text: &str, voice: &str) -> Instant {
-        let clip = [silence(200), speak(text, voice, 160), silence(300)].concat();
+        let clip = [
+            silence(200),
+            speak(text, voice, 160),
+            silence(TRAILING_MS as u32),
+        ]
+        .concat();
         self.sim
             .speak(GUILD, user, &to_48k(&clip))
             .await
@@ -340,7 +348,10 @@ async fn the_bot_answers_a_question_out_loud() {
     );
     gateway::note(&format!(
         "end of speech → first bot RTP packet: {:.0} ms",
-        first.saturating_duration_since(stopped).as_secs_f64() * 1e3
+        first
+            .saturating_duration_since(stopped - Duration::from_millis(TRAILING_MS))
+            .as_secs_f64()
+            * 1e3
     ));
     // Status shows the setup and the measured latency.
     let status = bot

@@ -200,24 +200,33 @@ impl RoomStats {
     }
 }
 
-/// Makes a VAD for each new speaker.
+/// Makes a VAD for each new speaker: one model session for the pod, a state per speaker.
 #[derive(Clone)]
 pub struct VadSource {
     env: ort::environment::Environment,
     path: std::path::PathBuf,
+    shared: Arc<Mutex<Option<SileroVad>>>,
 }
 
 impl VadSource {
-    /// VADs from the same files as `models`.
+    /// VADs from the same files as `models` (the session loads with the first speaker).
     pub fn new(models: &Models) -> Self {
         Self {
             env: models.env.clone(),
             path: models.paths.silero_vad.clone(),
+            shared: Arc::new(Mutex::new(None)),
         }
     }
 
     fn make(&self) -> crate::Result<SileroVad> {
-        SileroVad::new(&self.env, &self.path)
+        let mut shared = lock(&self.shared);
+        if let Some(vad) = shared.as_ref() {
+            return Ok(vad.share());
+        }
+        let vad = SileroVad::new(&self.env, &self.path)?;
+        let mine = vad.share();
+        *shared = Some(vad);
+        Ok(mine)
     }
 }
 
