@@ -147,6 +147,9 @@ pub enum SimEvent {
         guild: u64,
         /// Whether it was a resume (op 7) rather than a new identify.
         resumed: bool,
+        /// The highest DAVE protocol version the bot offered (`max_dave_protocol_version`;
+        /// 0 when it offered none). The simulator itself answers 0 (no end-to-end encryption).
+        max_dave_version: u64,
     },
     /// Commands registered (`PUT .../commands`).
     Commands {

@@ -303,6 +303,7 @@ where
                 state.record(SimEvent::VoiceConnect {
                     guild: g.unwrap_or(0),
                     resumed,
+                    max_dave_version: d["max_dave_protocol_version"].as_u64().unwrap_or(0),
                 });
             }
             // Select protocol.

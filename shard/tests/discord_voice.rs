@@ -21,7 +21,7 @@ use voicebot_discord_sim::{BotAudio, Guild, SimConfig, SimEvent, Simulator, TlsI
 use voicebot_shard::audio;
 
 use voicebot_shard::converse::names::CommonWords;
-use voicebot_shard::converse::relevance::Sensitivity;
+use voicebot_shard::converse::relevance::{RelevanceConfig, Sensitivity};
 use voicebot_shard::converse::room::{RoomConfig, RoomEvent, TurnRecord, VadSource};
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
 use voicebot_shard::discord::plan::ShardPlan;
@@ -110,9 +110,11 @@ impl Bot {
             .wait_connected(Duration::from_secs(90))
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
-        // The gateway's first run is slow (≈ 4 s): longer than the relevance classifier waits.
-        let warm = voicebot_shard::openclaw::session_key("jarvis", "test", "warm");
-        gateway::reply_to(&client, &warm, "warm up").await;
+        // The gateway's first run per agent is slow (≈ 4 s): warm both agents.
+        for agent in ["jarvis", "sage"] {
+            let warm = voicebot_shard::openclaw::session_key(agent, "test", "warm");
+            gateway::reply_to(&client, &warm, "warm up").await;
+        }
         let (observer, events) = broadcast::channel(256);
         let brains = Brains {
             pool: pool.clone(),
@@ -120,6 +122,12 @@ impl Bot {
             voice: Some(voice.clone()),
             gateway: Some(client),
             room: RoomConfig::default(),
+            // The classifier runs on the gateway, which shares these 2 cores with the whole
+            // test suite: a generous budget keeps high-sensitivity turns from timing out.
+            relevance: RelevanceConfig {
+                classifier_timeout: Duration::from_secs(10),
+                ..RelevanceConfig::default()
+            },
             common: CommonWords::built_in(),
             scope: format!("test-{}", fastrand::u32(..)),
             observer: Some(observer),
@@ -330,6 +338,19 @@ async fn the_bot_answers_a_question_out_loud() {
     let ann = owner();
     let mut bot = Bot::start(&ann, &[]).await;
     bot.invite(&ann).await;
+    // songbird offered DAVE (end-to-end encryption) when it identified on the voice gateway.
+    assert!(
+        bot.sim.history().iter().any(|e| matches!(
+            e,
+            SimEvent::VoiceConnect {
+                guild: GUILD,
+                max_dave_version: 1..,
+                ..
+            }
+        )),
+        "{:#?}",
+        bot.sim.history()
+    );
     let stopped = bot
         .say(&ann, "Jarvis, what is two plus two?", "en-us")
         .await;

@@ -64,6 +64,8 @@ pub struct Brains {
     pub gateway: Option<GatewayClient>,
     /// Room bounds.
     pub room: RoomConfig,
+    /// Relevance settings (follow-up window, classifier thresholds and time budget).
+    pub relevance: RelevanceConfig,
     /// Words that are never taken for the agent's name.
     pub common: CommonWords,
     /// The session scope (e.g. the VoiceBot's name) in OpenClaw session keys.
@@ -151,6 +153,7 @@ impl Brains {
             voice: Some(voice),
             gateway,
             room: RoomConfig::default(),
+            relevance: RelevanceConfig::default(),
             common,
             scope,
             observer: None,
@@ -162,7 +165,7 @@ impl Brains {
         let relevance = Relevance::new(
             agent,
             NameMatcher::new(&[display.as_str()], self.common.clone()),
-            RelevanceConfig::default(),
+            self.relevance,
         );
         let id = format!("guild-{guild}");
         let mut c = Conversation::new(
