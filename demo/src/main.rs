@@ -27,6 +27,7 @@ use voicebot_shard::converse::room::{RoomEvent, TurnRecord};
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
 use voicebot_shard::discord::plan::ShardPlan;
 use voicebot_shard::discord::voice::{Brains, BrainsConfig};
+use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::models::WhisperModel;
 use voicebot_shard::openclaw::ClientConfig;
 use voicebot_shard::secret::Secret;
@@ -71,6 +72,12 @@ struct Args {
     /// Listening workers.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Serve the shard's /metrics, /healthz and /readyz here (e.g. 127.0.0.1:9090).
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// Keep serving /metrics this many seconds after the turns (to read the figures).
+    #[arg(long, default_value_t = 0)]
+    hold_secs: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -171,6 +178,8 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
     })
     .await?;
     brains.observer = Some(observer);
+    let metrics = Arc::new(ShardMetrics::new());
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let config = DiscordConfig {
         token: Secret::new(sim_config.token.clone()),
         application_id: sim_config.application_id,
@@ -185,7 +194,20 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
             ordinal: 0,
         },
         brains: Some(brains),
+        metrics: Some(metrics.clone()),
+        ready: Some(ready.clone()),
     };
+    if let Some(addr) = &args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        eprintln!("metrics: http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(voicebot_shard::metrics::serve(
+            listener,
+            metrics.clone(),
+            ready,
+        ));
+    }
     let (stop, shutdown) = watch::channel(false);
     let shard = tokio::spawn(run(config, shutdown));
     sim.wait_for("the bot's slash commands", |e| {
@@ -270,6 +292,10 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
         );
     } else if n == 0 {
         eprintln!("the bot heard no turn in {}", args.input.display());
+    }
+    if args.hold_secs > 0 {
+        eprintln!("serving /metrics for {} s more", args.hold_secs);
+        tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     }
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), shard).await;

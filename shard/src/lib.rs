@@ -10,6 +10,7 @@ pub mod discord;
 pub mod error;
 pub mod eval;
 pub mod listen;
+pub mod metrics;
 pub mod models;
 pub mod openclaw;
 pub mod secret;

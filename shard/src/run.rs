@@ -7,15 +7,15 @@
 //! DISCORD_GATEWAY_URL (`ws://host:port`) replace Discord's addresses.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 use clap::Args;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use voicebot_shard::converse::relevance::Sensitivity;
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
 use voicebot_shard::discord::plan::ShardPlan;
 use voicebot_shard::discord::voice::{Brains, BrainsConfig};
+use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::models::WhisperModel;
 use voicebot_shard::openclaw::ClientConfig;
 use voicebot_shard::secret::Secret;
@@ -31,7 +31,7 @@ pub struct RunArgs {
     /// The configuration file the operator mounts.
     #[arg(long, env = "VOICEBOT_CONFIG")]
     config: Option<std::path::PathBuf>,
-    /// Address of /healthz and /readyz.
+    /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9090")]
     metrics_addr: String,
     /// Join and leave voice channels but neither listen nor speak (no models loaded).
@@ -143,24 +143,34 @@ pub fn run_shard(args: &RunArgs) -> anyhow::Result<()> {
         gateway_url: std::env::var("DISCORD_GATEWAY_URL").ok(),
         plan,
         brains: None,
+        metrics: None,
+        ready: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
+        // Health first (alive, not ready), then the models, then the shards: ready once every
+        // shard has its READY.
         let mut config = config;
-        config.brains = brains(args, &config.command).await?;
         let ready = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(ShardMetrics::new());
         let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
             .await
             .with_context(|| format!("binding {}", args.metrics_addr))?;
-        tokio::spawn(health(listener, ready.clone()));
+        tokio::spawn(voicebot_shard::metrics::serve(
+            listener,
+            metrics.clone(),
+            ready.clone(),
+        ));
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
             let _ = stop.send(true);
         });
-        ready.store(true, Ordering::Relaxed);
+        config.brains = brains(args, &config.command).await?;
+        config.metrics = Some(metrics);
+        config.ready = Some(ready);
         run(config, shutdown).await
     })
 }
@@ -178,29 +188,4 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-async fn health(listener: tokio::net::TcpListener, ready: Arc<AtomicBool>) {
-    while let Ok((mut stream, _)) = listener.accept().await {
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let Ok(n) = stream.read(&mut buf).await else {
-                return;
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (code, body) = match path {
-                "/healthz" => ("200 OK", "ok\n"),
-                "/readyz" if ready.load(Ordering::Relaxed) => ("200 OK", "ok\n"),
-                "/readyz" => ("503 Service Unavailable", "starting\n"),
-                _ => ("404 Not Found", "not found\n"),
-            };
-            let resp = format!(
-                "HTTP/1.1 {code}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(resp.as_bytes()).await;
-        });
-    }
 }

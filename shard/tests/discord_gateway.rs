@@ -47,6 +47,8 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
             ordinal: 0,
         },
         brains: None,
+        metrics: None,
+        ready: None,
     };
     let (stop, shutdown) = watch::channel(false);
     let shard = tokio::spawn(run(config, shutdown));
@@ -222,16 +224,21 @@ async fn the_run_command_starts_as_the_operator_configures_it_and_stops_on_sigte
         commands[0]["name"], "sage",
         "the first agent names the command"
     );
-    let ready = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    };
+    let ready = http_get(port, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // /metrics: Prometheus text, the guild counted on its shard (gauges refresh every 5 s).
+    let start = Instant::now();
+    let metrics = loop {
+        let m = http_get(port, "/metrics");
+        if m.contains("voicebot_guilds{shard=\"0\"} 1") {
+            break m;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let body = metrics.split("\r\n\r\n").nth(1).unwrap();
+    assert_prometheus_text(body);
+    assert!(!body.contains(&sim_config.token), "the token in /metrics");
     // SIGTERM: a clean, resumable stop.
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -267,4 +274,41 @@ async fn the_run_command_starts_as_the_operator_configures_it_and_stops_on_sigte
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("DISCORD_TOKEN is not set"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Every line is a `# HELP`/`# TYPE` comment or `name{labels} value` with a numeric value.
+fn assert_prometheus_text(body: &str) {
+    assert!(!body.trim().is_empty());
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            assert!(
+                rest.starts_with("HELP ") || rest.starts_with("TYPE "),
+                "{line}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "not a number: {line}");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.starts_with("voicebot_")
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line}"
+            );
+        }
+    }
 }

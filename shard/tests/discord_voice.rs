@@ -28,6 +28,7 @@ use voicebot_shard::discord::plan::ShardPlan;
 use voicebot_shard::discord::voice::Brains;
 use voicebot_shard::listen::stt::SttConfig;
 use voicebot_shard::listen::{EnginePool, ListenerConfig, Models, PoolConfig};
+use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::models::{DEFAULT_PIPER_VOICE, ModelPaths, WhisperModel};
 use voicebot_shard::openclaw::GatewayClient;
 use voicebot_shard::openclaw::device::MemoryStore;
@@ -91,6 +92,9 @@ fn engines() -> &'static (Arc<EnginePool<Models>>, VadSource, Voice) {
 
 struct Bot {
     sim: Simulator,
+    metrics: Arc<ShardMetrics>,
+    /// The bot token (must never show in the metrics).
+    token: String,
     events: broadcast::Receiver<(u64, RoomEvent)>,
     stop: watch::Sender<bool>,
     shard: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -138,6 +142,7 @@ impl Bot {
         };
         let sim = Simulator::start(sim_config.clone()).await.unwrap();
         sim.add_guild(Guild::new(GUILD, owner, (LOUNGE, "Lounge"), others));
+        let metrics = Arc::new(ShardMetrics::new());
         let config = DiscordConfig {
             token: Secret::new(sim_config.token.clone()),
             application_id: sim_config.application_id,
@@ -152,9 +157,12 @@ impl Bot {
                 ordinal: 0,
             },
             brains: Some(brains),
+            metrics: Some(metrics.clone()),
+            ready: None,
         };
         let (stop, shutdown) = watch::channel(false);
         let shard = tokio::spawn(run(config, shutdown));
+        let token = sim_config.token.clone();
         sim.wait_for("the guild's commands", |e| {
             matches!(
                 e,
@@ -168,6 +176,8 @@ impl Bot {
         .unwrap();
         Self {
             sim,
+            metrics,
+            token,
             events,
             stop,
             shard,
@@ -374,6 +384,28 @@ async fn the_bot_answers_a_question_out_loud() {
             .as_secs_f64()
             * 1e3
     ));
+    // The metrics counted the turn: every stage, labelled by agent and shard.
+    let metrics = bot.metrics.render();
+    for stage in [
+        "vad",
+        "turn",
+        "stt",
+        "relevance",
+        "gateway_first_token",
+        "tts_first_audio",
+        "overhead",
+    ] {
+        let series = format!(
+            "voicebot_stage_seconds_count{{agent=\"jarvis\",shard=\"0\",stage=\"{stage}\"}} 1"
+        );
+        assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+    }
+    assert!(
+        metrics
+            .contains("voicebot_turns_total{agent=\"jarvis\",outcome=\"answered\",shard=\"0\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&bot.token));
     // Status shows the setup and the measured latency.
     let status = bot
         .command(&ann, json!([{"name": "status", "type": 1}]))
@@ -546,6 +578,13 @@ async fn talking_over_the_reply_stops_it() {
         quiet_from.saturating_duration_since(barged)
     );
     assert!(!turn.heard.contains("word39"), "{turn:?}");
+    assert!(
+        bot.metrics
+            .render()
+            .contains("voicebot_barge_ins_total{agent=\"jarvis\",shard=\"0\"} 1"),
+        "{}",
+        bot.metrics.render()
+    );
     bot.stop().await;
 }
 

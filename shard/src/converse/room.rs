@@ -388,6 +388,12 @@ impl Room {
         *lock(&self.inner.sensitivity) = Some(sensitivity);
     }
 
+    /// Speakers being listened to, and turns waiting for an answer.
+    pub fn load(&self) -> (usize, usize) {
+        let queued = self.inner.turns.max_capacity() - self.inner.turns.capacity();
+        (lock(&self.speakers).len(), queued)
+    }
+
     /// Whether reply audio is waiting in the playout (the voice connection should be sending).
     pub fn is_playing(&self) -> bool {
         lock(&self.inner.playout).is_playing()

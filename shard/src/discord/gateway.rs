@@ -2,7 +2,9 @@
 //! twilight-http, voice joins and leaves asked of the gateway. The same code reaches real
 //! Discord (no overrides) or the simulator (`api_proxy` and `gateway_url` set).
 
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use songbird::shards::TwilightMap;
 use tokio::sync::watch;
@@ -26,6 +28,7 @@ use super::plan::ShardPlan;
 use super::voice::{Brains, Voices};
 use crate::converse::relevance::Sensitivity;
 use crate::lock;
+use crate::metrics::{Gauge, ShardMetrics};
 use crate::secret::Secret;
 
 /// How the shard reaches Discord and what it offers.
@@ -50,6 +53,10 @@ pub struct DiscordConfig {
     /// The conversation engines for voice (`None`: the bot joins and leaves channels but
     /// neither listens nor speaks — command-only tests).
     pub brains: Option<Brains>,
+    /// Where the shard's metrics go (`None`: not kept).
+    pub metrics: Option<Arc<ShardMetrics>>,
+    /// Set once every shard of the plan has received READY (the pod's readiness).
+    pub ready: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for DiscordConfig {
@@ -76,11 +83,19 @@ struct Ctx {
     senders: Arc<TwilightMap>,
     /// Set at the first READY (songbird needs the bot's user id).
     voices: std::sync::OnceLock<Arc<Voices>>,
+    /// Guilds and the shard that serves them.
+    guild_shards: Mutex<HashMap<u64, u32>>,
+    /// Shards that have received READY.
+    ready_shards: Mutex<HashSet<u32>>,
 }
 
 impl Ctx {
     fn voices(&self) -> Option<&Arc<Voices>> {
         self.voices.get()
+    }
+
+    fn shard_of(&self, guild: u64) -> u32 {
+        ((guild >> 22) % u64::from(self.config.plan.count.max(1))) as u32
     }
 
     /// Joins or leaves voice: through songbird when the pod has its engines, else a bare
@@ -150,8 +165,13 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
             config.plan.shards().zip(senders.iter().cloned()).collect(),
         )),
         voices: std::sync::OnceLock::new(),
+        guild_shards: Mutex::new(HashMap::new()),
+        ready_shards: Mutex::new(HashSet::new()),
         config,
     });
+    if let Some(metrics) = ctx.config.metrics.clone() {
+        tokio::spawn(gauges(Arc::downgrade(&ctx), metrics));
+    }
     let tasks: Vec<_> = shards
         .into_iter()
         .map(|shard| tokio::spawn(shard_loop(shard, ctx.clone())))
@@ -178,29 +198,45 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
 
 async fn shard_loop(mut shard: Shard, ctx: Arc<Ctx>) {
     let sender = shard.sender();
+    let id = shard.id().number();
     while let Some(item) = shard.next_event(EventTypeFlags::all()).await {
         match item {
-            Ok(event) => handle(&ctx, &sender, event).await,
+            Ok(event) => handle(&ctx, &sender, id, event).await,
             Err(e) => tracing::warn!(shard = %shard.id(), error = %e, "gateway receive error"),
         }
     }
     tracing::info!(shard = %shard.id(), "shard stopped");
 }
 
-async fn handle(ctx: &Ctx, sender: &MessageSender, event: Event) {
+async fn handle(ctx: &Arc<Ctx>, sender: &MessageSender, shard: u32, event: Event) {
     if let Some(v) = ctx.voices() {
         v.process(&event).await;
     }
     match event {
         Event::Ready(ready) => {
             *lock(&ctx.bot_user) = Some(ready.user.id.get());
-            if let Some(brains) = &ctx.config.brains {
-                let _ = ctx.voices.set(Arc::new(Voices::new(
+            if let Some(brains) = &ctx.config.brains
+                && ctx.voices.get().is_none()
+            {
+                let voices = Arc::new(Voices::new(
                     brains.clone(),
                     ctx.senders.clone(),
                     ctx.config.plan.count,
                     ready.user.id.get(),
-                )));
+                ));
+                if ctx.voices.set(voices.clone()).is_ok()
+                    && let Some(metrics) = ctx.config.metrics.clone()
+                {
+                    tokio::spawn(count_rooms(Arc::downgrade(ctx), voices, metrics));
+                }
+            }
+            let all = {
+                let mut ready_shards = lock(&ctx.ready_shards);
+                ready_shards.insert(shard);
+                ready_shards.len() >= ctx.config.plan.shards().count()
+            };
+            if all && let Some(flag) = &ctx.config.ready {
+                flag.store(true, Ordering::Release);
             }
             tracing::info!(guilds = ready.guilds.len(), "ready");
         }
@@ -208,6 +244,7 @@ async fn handle(ctx: &Ctx, sender: &MessageSender, event: Event) {
             let GuildCreate::Available(guild) = *g else {
                 return;
             };
+            lock(&ctx.guild_shards).insert(guild.id.get(), shard);
             {
                 let mut guilds = lock(&ctx.guilds);
                 for c in &guild.channels {
@@ -262,6 +299,60 @@ async fn handle(ctx: &Ctx, sender: &MessageSender, event: Event) {
         }
         Event::InteractionCreate(i) => interaction(ctx, sender, &i).await,
         _ => {}
+    }
+}
+
+/// Room events → the metrics, labelled with the guild's shard and agent.
+async fn count_rooms(ctx: Weak<Ctx>, voices: Arc<Voices>, metrics: Arc<ShardMetrics>) {
+    let mut rx = voices.subscribe();
+    drop(voices);
+    loop {
+        match rx.recv().await {
+            Ok((guild, event)) => {
+                let Some(ctx) = ctx.upgrade() else { return };
+                let agent = lock(&ctx.guilds).settings(guild).agent;
+                metrics.observe(ctx.shard_of(guild), &agent, &event);
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "metrics fell behind the rooms' events");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The gauges, every 5 s: guilds, voice connections, speakers and queued turns per shard.
+async fn gauges(ctx: Weak<Ctx>, metrics: Arc<ShardMetrics>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        let mut per_shard: HashMap<u32, [i64; 4]> =
+            ctx.config.plan.shards().map(|s| (s, [0; 4])).collect();
+        for shard in lock(&ctx.guild_shards).values() {
+            per_shard.entry(*shard).or_default()[0] += 1;
+        }
+        if let Some(v) = ctx.voices() {
+            for (guild, speakers, queued) in v.load() {
+                let g = per_shard.entry(ctx.shard_of(guild)).or_default();
+                g[1] += 1;
+                g[2] += speakers as i64;
+                g[3] += queued as i64;
+            }
+        }
+        for (shard, values) in per_shard {
+            for (gauge, value) in [
+                Gauge::Guilds,
+                Gauge::VoiceConnections,
+                Gauge::ActiveSpeakers,
+                Gauge::QueueDepth,
+            ]
+            .into_iter()
+            .zip(values)
+            {
+                metrics.set_gauge(gauge, shard, value);
+            }
+        }
     }
 }
 

@@ -264,6 +264,17 @@ impl Voices {
         lock(&self.guilds).len()
     }
 
+    /// Each voice guild's load: speakers listened to and turns waiting.
+    pub fn load(&self) -> Vec<(u64, usize, usize)> {
+        lock(&self.guilds)
+            .iter()
+            .map(|(g, v)| {
+                let (speakers, queued) = lock(&v.room).load();
+                (*g, speakers, queued)
+            })
+            .collect()
+    }
+
     /// Recent end-of-speech → first-audio latencies in `guild`.
     pub fn latencies(&self, guild: u64) -> Latencies {
         let Some(recent) = lock(&self.guilds).get(&guild).map(|g| g.recent.clone()) else {
