@@ -229,11 +229,24 @@ pub async fn serve(
     while let Ok((mut stream, _)) = listener.accept().await {
         let (metrics, ready) = (metrics.clone(), ready.clone());
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let Ok(n) = stream.read(&mut buf).await else {
-                return;
+            // The request head, however it is split into packets (at most 8 KiB, 5 s).
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let head = async {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
             };
-            let req = String::from_utf8_lossy(&buf[..n]);
+            if tokio::time::timeout(std::time::Duration::from_secs(5), head)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let req = String::from_utf8_lossy(&buf);
             let path = req.split_whitespace().nth(1).unwrap_or("/");
             let path = path.split('?').next().unwrap_or(path);
             let ready = ready.load(std::sync::atomic::Ordering::Acquire);

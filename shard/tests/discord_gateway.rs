@@ -279,7 +279,10 @@ async fn the_run_command_starts_as_the_operator_configures_it_and_stops_on_sigte
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // In two writes, as a client may: the server must wait for the whole head.
+    s.write_all(b"GET ").unwrap();
+    s.write_all(format!("{path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
