@@ -25,7 +25,6 @@ use voicebot_shard::audio;
 use voicebot_shard::converse::relevance::Sensitivity;
 use voicebot_shard::converse::room::{RoomEvent, TurnRecord};
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
-use voicebot_shard::discord::plan::ShardPlan;
 use voicebot_shard::discord::voice::{Brains, BrainsConfig};
 use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::models::WhisperModel;
@@ -181,21 +180,17 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
     let metrics = Arc::new(ShardMetrics::new());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let config = DiscordConfig {
-        token: Secret::new(sim_config.token.clone()),
-        application_id: sim_config.application_id,
-        command: "jarvis".into(),
-        agents: vec!["jarvis".into(), "sage".into()],
-        default_sensitivity: Sensitivity::Low,
         api_proxy: Some(sim.http_proxy()),
         gateway_url: Some(sim.gateway_url()),
-        plan: ShardPlan {
-            count: 1,
-            per_pod: 1,
-            ordinal: 0,
-        },
         brains: Some(brains),
         metrics: Some(metrics.clone()),
         ready: Some(ready.clone()),
+        ..DiscordConfig::new(
+            Secret::new(sim_config.token.clone()),
+            sim_config.application_id,
+            "jarvis",
+            &["jarvis", "sage"],
+        )
     };
     if let Some(addr) = &args.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::watch;
 use voicebot_discord_sim::{Guild, SimConfig, SimEvent, Simulator, User};
-use voicebot_shard::converse::relevance::Sensitivity;
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
-use voicebot_shard::discord::plan::ShardPlan;
 use voicebot_shard::secret::Secret;
 
 const GUILD: u64 = 1_400_000_000_000_000_001;
@@ -34,21 +32,14 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
         std::slice::from_ref(&bob),
     ));
     let config = DiscordConfig {
-        token: Secret::new(sim_config.token.clone()),
-        application_id: sim_config.application_id,
-        command: "jarvis".into(),
-        agents: vec!["jarvis".into(), "sage".into()],
-        default_sensitivity: Sensitivity::Low,
         api_proxy: Some(sim.http_proxy()),
         gateway_url: Some(sim.gateway_url()),
-        plan: ShardPlan {
-            count: 1,
-            per_pod: 1,
-            ordinal: 0,
-        },
-        brains: None,
-        metrics: None,
-        ready: None,
+        ..DiscordConfig::new(
+            Secret::new(sim_config.token.clone()),
+            sim_config.application_id,
+            "jarvis",
+            &["jarvis", "sage"],
+        )
     };
     let (stop, shutdown) = watch::channel(false);
     let shard = tokio::spawn(run(config, shutdown));

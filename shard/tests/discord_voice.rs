@@ -12,7 +12,7 @@ mod common;
 #[path = "../../demo/src/local_gateway.rs"]
 mod gateway;
 
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -21,20 +21,15 @@ use voicebot_discord_sim::{BotAudio, Guild, SimConfig, SimEvent, Simulator, TlsI
 use voicebot_shard::audio;
 
 use voicebot_shard::converse::names::CommonWords;
-use voicebot_shard::converse::relevance::{RelevanceConfig, Sensitivity};
-use voicebot_shard::converse::room::{RoomConfig, RoomEvent, TurnRecord, VadSource};
+use voicebot_shard::converse::relevance::RelevanceConfig;
+use voicebot_shard::converse::room::{RoomConfig, RoomEvent, TurnRecord};
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
-use voicebot_shard::discord::plan::ShardPlan;
 use voicebot_shard::discord::voice::Brains;
-use voicebot_shard::listen::stt::SttConfig;
-use voicebot_shard::listen::{EnginePool, ListenerConfig, Models, PoolConfig};
+use voicebot_shard::listen::ListenerConfig;
 use voicebot_shard::metrics::ShardMetrics;
-use voicebot_shard::models::{DEFAULT_PIPER_VOICE, ModelPaths, WhisperModel};
 use voicebot_shard::openclaw::GatewayClient;
 use voicebot_shard::openclaw::device::MemoryStore;
 use voicebot_shard::secret::Secret;
-use voicebot_shard::speak::tts::Voice;
-use voicebot_shard::speak::tts::piper::PiperVoice;
 
 use common::{silence, speak};
 
@@ -64,32 +59,6 @@ fn tls() -> Arc<TlsIdentity> {
     tls
 }
 
-/// The pod's engines, loaded once: two listening workers sharing Whisper, a Piper voice.
-fn engines() -> &'static (Arc<EnginePool<Models>>, VadSource, Voice) {
-    static E: OnceLock<(Arc<EnginePool<Models>>, VadSource, Voice)> = OnceLock::new();
-    E.get_or_init(|| {
-        let paths = ModelPaths::locate(None, WhisperModel::TinyEn).expect("models (setup.sh)");
-        let stt = SttConfig {
-            threads: 1,
-            ..SttConfig::default()
-        };
-        let first = Models::load(paths, WhisperModel::TinyEn, stt, 1).unwrap();
-        let second = first.fork(1).unwrap();
-        let vads = VadSource::new(&first);
-        let voice = PiperVoice::load(
-            &first.env,
-            &first.paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap(),
-            1,
-        )
-        .unwrap();
-        (
-            Arc::new(EnginePool::new(vec![first, second], PoolConfig::default())),
-            vads,
-            Voice::Piper(Arc::new(Mutex::new(voice))),
-        )
-    })
-}
-
 struct Bot {
     sim: Simulator,
     metrics: Arc<ShardMetrics>,
@@ -106,7 +75,7 @@ impl Bot {
     async fn start(owner: &User, others: &[User]) -> Self {
         let tls = tls();
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (pool, vads, voice) = engines();
+        let (pool, vads, voice) = common::engines();
         let gw = gateway::shared_gateway();
         let client =
             GatewayClient::start(gw.client_config(), Arc::new(MemoryStore::new().unwrap()));
@@ -144,21 +113,16 @@ impl Bot {
         sim.add_guild(Guild::new(GUILD, owner, (LOUNGE, "Lounge"), others));
         let metrics = Arc::new(ShardMetrics::new());
         let config = DiscordConfig {
-            token: Secret::new(sim_config.token.clone()),
-            application_id: sim_config.application_id,
-            command: "jarvis".into(),
-            agents: vec!["jarvis".into(), "sage".into()],
-            default_sensitivity: Sensitivity::Low,
             api_proxy: Some(sim.http_proxy()),
             gateway_url: Some(sim.gateway_url()),
-            plan: ShardPlan {
-                count: 1,
-                per_pod: 1,
-                ordinal: 0,
-            },
             brains: Some(brains),
             metrics: Some(metrics.clone()),
-            ready: None,
+            ..DiscordConfig::new(
+                Secret::new(sim_config.token.clone()),
+                sim_config.application_id,
+                "jarvis",
+                &["jarvis", "sage"],
+            )
         };
         let (stop, shutdown) = watch::channel(false);
         let shard = tokio::spawn(run(config, shutdown));

@@ -8,7 +8,7 @@ mod common;
 #[path = "../../demo/src/local_gateway.rs"]
 mod gateway;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{silence, speak};
@@ -17,45 +17,14 @@ use voicebot_shard::converse::engine::Conversation;
 use voicebot_shard::converse::names::{CommonWords, NameMatcher};
 use voicebot_shard::converse::relevance::{Relevance, RelevanceConfig, Sensitivity};
 use voicebot_shard::converse::room::{
-    DropReason, Room, RoomConfig, RoomEvent, SpeakerState, TurnRecord, VadSource,
+    DropReason, Room, RoomConfig, RoomEvent, SpeakerState, TurnRecord,
 };
-use voicebot_shard::listen::stt::SttConfig;
-use voicebot_shard::listen::{CommitReason, EnginePool, Models, PoolConfig};
-use voicebot_shard::models::{DEFAULT_PIPER_VOICE, ModelPaths, WhisperModel};
+use voicebot_shard::listen::CommitReason;
 use voicebot_shard::openclaw::device::MemoryStore;
 use voicebot_shard::openclaw::{GatewayClient, session_key};
-use voicebot_shard::speak::tts::Voice;
-use voicebot_shard::speak::tts::piper::PiperVoice;
-
-/// The pod's engines: two workers sharing one Whisper model, and a Piper voice.
-fn engines() -> &'static (Arc<EnginePool<Models>>, VadSource, Voice) {
-    static E: OnceLock<(Arc<EnginePool<Models>>, VadSource, Voice)> = OnceLock::new();
-    E.get_or_init(|| {
-        let paths = ModelPaths::locate(None, WhisperModel::TinyEn).expect("models (setup.sh)");
-        let stt = SttConfig {
-            threads: 1,
-            ..SttConfig::default()
-        };
-        let first = Models::load(paths, WhisperModel::TinyEn, stt, 1).unwrap();
-        let second = first.fork(1).unwrap();
-        let vads = VadSource::new(&first);
-        let voice = PiperVoice::load(
-            &first.env,
-            &first.paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap(),
-            1,
-        )
-        .unwrap();
-        let pool = EnginePool::new(vec![first, second], PoolConfig::default());
-        (
-            Arc::new(pool),
-            vads,
-            Voice::Piper(Arc::new(Mutex::new(voice))),
-        )
-    })
-}
 
 async fn room(config: RoomConfig, humans: usize, gateway: bool) -> Arc<Room> {
-    let (pool, vads, voice) = engines();
+    let (pool, vads, voice) = common::engines();
     let id = format!("room-{}", fastrand::u64(..));
     let relevance = Relevance::new(
         "jarvis",

@@ -59,6 +59,31 @@ pub struct DiscordConfig {
     pub ready: Option<Arc<AtomicBool>>,
 }
 
+impl DiscordConfig {
+    /// One shard (0 of 1), agents `agents` under the slash command `command`, default
+    /// sensitivity low, Discord's own addresses, no voice engines, metrics or readiness flag:
+    /// the base that callers adjust with struct update syntax.
+    pub fn new(token: Secret, application_id: u64, command: &str, agents: &[&str]) -> Self {
+        Self {
+            token,
+            application_id,
+            command: command.to_string(),
+            agents: agents.iter().map(|a| a.to_string()).collect(),
+            default_sensitivity: Sensitivity::Low,
+            api_proxy: None,
+            gateway_url: None,
+            plan: ShardPlan {
+                count: 1,
+                per_pod: 1,
+                ordinal: 0,
+            },
+            brains: None,
+            metrics: None,
+            ready: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for DiscordConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DiscordConfig")

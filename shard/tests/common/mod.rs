@@ -84,3 +84,45 @@ pub fn listen(samples: &[f32], config: ListenerConfig) -> Vec<Utterance> {
     out.extend(listener.finish(&mut *models).expect("finish"));
     out
 }
+
+/// A pod's engines, loaded once per test binary: two listening workers sharing one Whisper
+/// model (1 thread each), the VAD source, and a Piper voice.
+pub fn engines() -> &'static (
+    std::sync::Arc<voicebot_shard::listen::EnginePool<Models>>,
+    voicebot_shard::converse::room::VadSource,
+    voicebot_shard::speak::tts::Voice,
+) {
+    use std::sync::Arc;
+    use voicebot_shard::converse::room::VadSource;
+    use voicebot_shard::listen::{EnginePool, PoolConfig};
+    use voicebot_shard::models::DEFAULT_PIPER_VOICE;
+    use voicebot_shard::speak::tts::Voice;
+    use voicebot_shard::speak::tts::piper::PiperVoice;
+    type Engines = (Arc<EnginePool<Models>>, VadSource, Voice);
+    static E: OnceLock<Engines> = OnceLock::new();
+    E.get_or_init(|| {
+        let paths = ModelPaths::locate(None, WhisperModel::TinyEn).expect("models (setup.sh)");
+        let stt = SttConfig {
+            threads: 1,
+            ..SttConfig::default()
+        };
+        let first = Models::load(paths, WhisperModel::TinyEn, stt, 1).expect("models");
+        let second = first.fork(1).expect("a second worker");
+        let vads = VadSource::new(&first);
+        let voice = PiperVoice::load(
+            &first.env,
+            &first
+                .paths
+                .piper_voice(DEFAULT_PIPER_VOICE)
+                .expect("piper voice"),
+            1,
+        )
+        .expect("piper");
+        let pool = EnginePool::new(vec![first, second], PoolConfig::default());
+        (
+            Arc::new(pool),
+            vads,
+            Voice::Piper(Arc::new(Mutex::new(voice))),
+        )
+    })
+}
