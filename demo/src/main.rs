@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
@@ -26,6 +26,7 @@ use voicebot_shard::converse::relevance::Sensitivity;
 use voicebot_shard::converse::room::{RoomEvent, TurnRecord};
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
 use voicebot_shard::discord::voice::{Brains, BrainsConfig};
+use voicebot_shard::eval::percentile;
 use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::models::WhisperModel;
 use voicebot_shard::openclaw::ClientConfig;
@@ -114,7 +115,7 @@ fn trust(tls: &TlsIdentity, dir: &std::path::Path) -> anyhow::Result<()> {
 fn demo(args: Args) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pcm = audio::read_wav(&args.input)?;
-    let speech = to_48k(&audio::to_pipeline_rate(&pcm)?);
+    let speech = voicebot_discord_sim::from_16k(&audio::to_pipeline_rate(&pcm)?);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let tls = Arc::new(TlsIdentity::generate().map_err(anyhow::Error::msg)?);
@@ -131,16 +132,6 @@ fn speech_onset_ms(pcm: &[f32]) -> u64 {
         .position(|w| audio::rms_dbfs(w) > -45.0)
         .unwrap_or(0) as u64
         * 10
-}
-
-/// 16 kHz → 48 kHz, linear (the simulated user's microphone).
-fn to_48k(pcm: &[f32]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(pcm.len() * 3);
-    for (i, &s) in pcm.iter().enumerate() {
-        let next = pcm.get(i + 1).copied().unwrap_or(s);
-        out.extend([s, s + (next - s) / 3.0, s + 2.0 * (next - s) / 3.0]);
-    }
-    out
 }
 
 async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow::Result<()> {
@@ -225,7 +216,9 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
         command(&sim, &owner, json!([{"name": "sensitivity", "type": 1, "options": [{"name": "level", "type": 3, "value": args.sensitivity.as_str()}]}])).await?;
     }
     command(&sim, &owner, json!([{"name": "join", "type": 1}])).await?;
-    wait_voice_ready(&sim, &owner).await?;
+    sim.wait_voice_ready(GUILD, &owner, Duration::from_secs(20))
+        .await
+        .map_err(anyhow::Error::msg)?;
 
     let onset_ms = speech_onset_ms(&speech);
     let mut latencies = Vec::new();
@@ -277,13 +270,11 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
         }
     }
     if !latencies.is_empty() {
-        latencies.sort_by(f64::total_cmp);
-        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
         eprintln!(
             "{} answered turn(s) of {n}: end of speech → first bot RTP packet p50 {:.0} ms, p95 {:.0} ms",
             latencies.len(),
-            at(0.5),
-            at(0.95)
+            percentile(&latencies, 50.0).unwrap_or(0.0),
+            percentile(&latencies, 95.0).unwrap_or(0.0)
         );
     } else if n == 0 {
         eprintln!("the bot heard no turn in {}", args.input.display());
@@ -312,21 +303,6 @@ async fn command(sim: &Simulator, user: &User, options: serde_json::Value) -> an
         eprintln!("bot: {content}");
     }
     Ok(())
-}
-
-/// Waits until the bot's voice connection is up (the simulator can send it audio).
-async fn wait_voice_ready(sim: &Simulator, user: &User) -> anyhow::Result<()> {
-    let start = Instant::now();
-    loop {
-        // A zero-length utterance: only checks that the connection is ready.
-        match sim.speak(GUILD, user, &[]).await {
-            Ok(_) => return Ok(()),
-            Err(e) if start.elapsed() > Duration::from_secs(20) => {
-                bail!("the bot's voice connection never came up: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 }
 
 /// The turns of one utterance round: waits for the first, then until none has come for a while.

@@ -23,7 +23,7 @@ mod state;
 mod voice;
 
 pub use state::{Guild, SimConfig, SimEvent, User};
-pub use voice::{BotAudio, Spoken, TlsIdentity};
+pub use voice::{BotAudio, Spoken, TlsIdentity, from_16k};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -160,6 +160,27 @@ impl Simulator {
     /// Returns when their first and last packets were sent.
     pub async fn speak(&self, guild: u64, user: &User, pcm: &[f32]) -> Result<Spoken, String> {
         voice::speak(&self.state, guild, user, pcm).await
+    }
+
+    /// Waits (up to `timeout`) until the bot's voice connection in `guild` carries audio, by
+    /// having `user` send an empty utterance (a speaking event and five silence frames). The
+    /// error says why the connection is not ready.
+    pub async fn wait_voice_ready(
+        &self,
+        guild: u64,
+        user: &User,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            match self.speak(guild, user, &[]).await {
+                Ok(_) => return Ok(()),
+                Err(e) if start.elapsed() > timeout => {
+                    return Err(format!("the bot's voice connection never came up: {e}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// What the bot has sent in `guild`'s voice channel so far.

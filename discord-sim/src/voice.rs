@@ -456,6 +456,17 @@ fn encrypt(cipher: &Aes256Gcm, header: &[u8; RTP_HEADER], opus: &[u8], nonce: u3
     packet
 }
 
+/// 16 kHz mono → 48 kHz mono by linear interpolation: a simulated microphone for speech made
+/// at the pipeline's rate (espeak-ng clips, resampled WAVs).
+pub fn from_16k(pcm: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(pcm.len() * 3);
+    for (i, &s) in pcm.iter().enumerate() {
+        let next = pcm.get(i + 1).copied().unwrap_or(s);
+        out.extend([s, s + (next - s) / 3.0, s + 2.0 * (next - s) / 3.0]);
+    }
+    out
+}
+
 /// When a simulated user's speech went out.
 #[derive(Debug, Clone, Copy)]
 pub struct Spoken {

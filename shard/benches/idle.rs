@@ -112,13 +112,16 @@ async fn measure(
             .unwrap();
     }
     for (guild, _, user) in &users {
+        if speakers {
+            sim.wait_voice_ready(*guild, user, Duration::from_secs(60))
+                .await
+                .unwrap();
+            continue;
+        }
+        let connected =
+            |e: &SimEvent| matches!(e, SimEvent::VoiceConnect { guild: g, .. } if g == guild);
         let start = Instant::now();
-        while !sim
-            .history()
-            .iter()
-            .any(|e| matches!(e, SimEvent::VoiceConnect { guild: g, .. } if g == guild))
-            || (speakers && sim.speak(*guild, user, &[]).await.is_err())
-        {
+        while !sim.history().iter().any(connected) {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "voice did not come up in guild {guild}"

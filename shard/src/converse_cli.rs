@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use voicebot_shard::converse::classifier::GatewayClassifier;
 use voicebot_shard::converse::engine::Conversation;
-use voicebot_shard::converse::names::{CommonWords, NameMatcher};
+use voicebot_shard::converse::names::{CommonWords, NameMatcher, display_name};
 use voicebot_shard::converse::relevance::{Classifier, Relevance, RelevanceConfig};
 use voicebot_shard::listen::{Models, Utterance};
 use voicebot_shard::models::DEFAULT_PIPER_VOICE;
@@ -25,12 +25,6 @@ pub struct Responder {
     speaker: String,
 }
 
-fn capitalised(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
-}
-
 impl Responder {
     pub fn new(args: &PipelineArgs, agent: &str, models: &Models) -> anyhow::Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -41,7 +35,7 @@ impl Responder {
         let common = std::fs::read_to_string(&vocabulary)
             .map(|v| CommonWords::from_whisper_vocabulary(&v))
             .unwrap_or_else(|_| CommonWords::built_in());
-        let mut names = vec![capitalised(agent)];
+        let mut names = vec![display_name(agent)];
         names.extend(args.aliases.iter().cloned());
         let relevance = Relevance::new(
             agent,
@@ -56,7 +50,7 @@ impl Responder {
                 .unwrap_or("input")
         );
         let mut conversation = Conversation::new(
-            capitalised(agent),
+            display_name(agent),
             session_key(agent, "cli", &conversation_id),
             relevance,
             args.sensitivity,

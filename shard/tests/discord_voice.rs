@@ -183,14 +183,12 @@ impl Bot {
     }
 
     async fn voice_ready(&self, user: &User) {
-        let start = Instant::now();
-        while let Err(e) = self.sim.speak(GUILD, user, &[]).await {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the bot's voice never came up: {e}\n{:#?}",
-                self.sim.history()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(e) = self
+            .sim
+            .wait_voice_ready(GUILD, user, Duration::from_secs(20))
+            .await
+        {
+            panic!("{e}\n{:#?}", self.sim.history());
         }
     }
 
@@ -204,7 +202,7 @@ impl Bot {
         ]
         .concat();
         self.sim
-            .speak(GUILD, user, &to_48k(&clip))
+            .speak(GUILD, user, &voicebot_discord_sim::from_16k(&clip))
             .await
             .unwrap()
             .stopped
@@ -267,15 +265,6 @@ async fn next_in<T>(
             other => panic!("no such room event: {other:?}"),
         }
     }
-}
-
-fn to_48k(pcm: &[f32]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(pcm.len() * 3);
-    for (i, &s) in pcm.iter().enumerate() {
-        let next = pcm.get(i + 1).copied().unwrap_or(s);
-        out.extend([s, s + (next - s) / 3.0, s + 2.0 * (next - s) / 3.0]);
-    }
-    out
 }
 
 /// Whisper on what the simulator recorded (48 kHz mono).
@@ -497,7 +486,7 @@ async fn talking_over_the_reply_stops_it() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let clip = to_48k(
+    let clip = voicebot_discord_sim::from_16k(
         &[
             silence(200),
             speak("Wait, stop.", "en-us", 160),

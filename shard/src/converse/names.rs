@@ -91,6 +91,14 @@ fn class(c: char) -> Option<char> {
     })
 }
 
+/// An agent's display name from its id: `jarvis` → `Jarvis` (how people say it, and the name
+/// relevance listens for).
+pub fn display_name(agent: &str) -> String {
+    let mut c = agent.chars();
+    c.next()
+        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+}
+
 /// Phonetic key: the first sound (vowel-initial words keep a marker), then consonant classes
 /// with repeats collapsed. "jarvis" and "jervis" → "jrfs".
 pub fn phonetic_key(word: &str) -> String {

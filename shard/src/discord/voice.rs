@@ -29,9 +29,10 @@ use tokio::sync::broadcast;
 
 use crate::converse::classifier::GatewayClassifier;
 use crate::converse::engine::Conversation;
-use crate::converse::names::{CommonWords, NameMatcher};
+use crate::converse::names::{CommonWords, NameMatcher, display_name};
 use crate::converse::relevance::{Classifier, Relevance, RelevanceConfig, Sensitivity};
 use crate::converse::room::{Room, RoomConfig, RoomEvent, TurnRecord, VadSource};
+use crate::eval::percentile;
 use crate::listen::stt::SttConfig;
 use crate::listen::{EnginePool, Models, PoolConfig};
 use crate::lock;
@@ -161,7 +162,7 @@ impl Brains {
     }
 
     fn conversation(&self, agent: &str, guild: u64, sensitivity: Sensitivity) -> Conversation {
-        let display = capitalised(agent);
+        let display = display_name(agent);
         let relevance = Relevance::new(
             agent,
             NameMatcher::new(&[display.as_str()], self.common.clone()),
@@ -184,12 +185,6 @@ impl Brains {
         }
         c
     }
-}
-
-fn capitalised(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
 }
 
 /// A guild's voice: its call, its room, and who is who.
@@ -280,15 +275,10 @@ impl Voices {
         let Some(recent) = lock(&self.guilds).get(&guild).map(|g| g.recent.clone()) else {
             return Latencies::default();
         };
-        let mut v = lock(&recent).clone();
-        if v.is_empty() {
-            return Latencies::default();
-        }
-        v.sort_by(f64::total_cmp);
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        let v = lock(&recent);
         Latencies {
-            p50_ms: Some(at(0.5)),
-            p95_ms: Some(at(0.95)),
+            p50_ms: percentile(&v, 50.0),
+            p95_ms: percentile(&v, 95.0),
         }
     }
 
@@ -442,8 +432,7 @@ impl Voices {
         let leaving = Arc::new(AtomicBool::new(false));
         let receiver = Arc::new(Receiver {
             room: room.clone(),
-            users: Mutex::new(HashMap::new()),
-            quiet: Mutex::new(HashMap::new()),
+            speakers: Mutex::new(Speakers::default()),
         });
         call.add_global_event(
             Event::Core(CoreEvent::SpeakingStateUpdate),
@@ -526,9 +515,17 @@ fn note_latency(recent: &Mutex<Vec<f64>>, t: &TurnRecord) {
 /// Receive side of a call: SSRC → user, and each user's audio into the room.
 struct Receiver {
     room: Arc<Mutex<Arc<Room>>>,
-    users: Mutex<HashMap<u32, u64>>,
+    speakers: Mutex<Speakers>,
+}
+
+#[derive(Default)]
+struct Speakers {
+    /// SSRC → the user's id as the room knows them (made once, not per frame).
+    names: HashMap<u32, String>,
     /// When each SSRC last carried voice.
-    quiet: Mutex<HashMap<u32, Instant>>,
+    last_voice: HashMap<u32, Instant>,
+    /// The frame being converted (reused every 20 ms).
+    scratch: Vec<f32>,
 }
 
 struct Handler(Arc<Receiver>);
@@ -540,54 +537,54 @@ impl EventHandler for Handler {
         match ctx {
             EventContext::SpeakingStateUpdate(s) => {
                 if let Some(user) = s.user_id {
-                    lock(&r.users).insert(s.ssrc, user.0);
+                    lock(&r.speakers).names.insert(s.ssrc, user.0.to_string());
                 }
             }
             EventContext::ClientDisconnect(d) => {
-                let ssrc = {
-                    let mut users = lock(&r.users);
-                    let ssrc = users
+                let user = d.user_id.0.to_string();
+                {
+                    let mut sp = lock(&r.speakers);
+                    let ssrcs: Vec<u32> = sp
+                        .names
                         .iter()
-                        .find(|(_, u)| **u == d.user_id.0)
-                        .map(|(s, _)| *s);
-                    if let Some(s) = ssrc {
-                        users.remove(&s);
+                        .filter(|(_, u)| **u == user)
+                        .map(|(s, _)| *s)
+                        .collect();
+                    for s in ssrcs {
+                        sp.names.remove(&s);
+                        sp.last_voice.remove(&s);
                     }
-                    ssrc
-                };
-                if let Some(s) = ssrc {
-                    lock(&r.quiet).remove(&s);
                 }
-                lock(&r.room).leave(&d.user_id.0.to_string());
+                lock(&r.room).leave(&user);
             }
             EventContext::VoiceTick(tick) => {
                 let room = lock(&r.room).clone();
-                let users = lock(&r.users).clone();
                 let now = Instant::now();
-                let mut quiet = lock(&r.quiet);
+                let mut sp = lock(&r.speakers);
+                let Speakers {
+                    names,
+                    last_voice,
+                    scratch,
+                } = &mut *sp;
                 for (ssrc, data) in &tick.speaking {
-                    let (Some(user), Some(pcm)) = (users.get(ssrc), &data.decoded_voice) else {
-                        tracing::debug!(
-                            ssrc,
-                            known = users.contains_key(ssrc),
-                            "voice without a speaker or audio"
-                        );
+                    let (Some(user), Some(pcm)) = (names.get(ssrc), &data.decoded_voice) else {
                         continue;
                     };
-                    quiet.insert(*ssrc, now);
-                    let frame: Vec<f32> = pcm.iter().map(|s| f32::from(*s) / 32_768.0).collect();
-                    let _ = room.push(&user.to_string(), &frame);
+                    last_voice.insert(*ssrc, now);
+                    scratch.clear();
+                    scratch.extend(pcm.iter().map(|s| f32::from(*s) / 32_768.0));
+                    let _ = room.push(user, scratch);
                 }
                 // Silence for speakers who just stopped, so their turn can end.
-                quiet.retain(|ssrc, last| {
+                last_voice.retain(|ssrc, last| {
                     if tick.speaking.contains_key(ssrc) {
                         return true;
                     }
                     if now.duration_since(*last) > TRAILING_SILENCE {
                         return false;
                     }
-                    if let Some(user) = users.get(ssrc) {
-                        let _ = room.push(&user.to_string(), &[0.0; 320]);
+                    if let Some(user) = names.get(ssrc) {
+                        let _ = room.push(user, &[0.0; 320]);
                     }
                     true
                 });
@@ -727,7 +724,9 @@ impl Read for RoomSource {
                     vec![0.0; self.frame]
                 }
             };
-            self.pending = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+            self.pending.clear();
+            self.pending
+                .extend(samples.iter().flat_map(|s| s.to_le_bytes()));
             self.offset = 0;
         }
         let n = buf.len().min(self.pending.len() - self.offset);
