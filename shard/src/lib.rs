@@ -15,6 +15,7 @@ pub mod models;
 pub mod openclaw;
 pub mod secret;
 pub mod speak;
+pub mod state;
 
 pub use error::{Error, Result};
 

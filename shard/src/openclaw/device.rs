@@ -111,7 +111,7 @@ impl DeviceIdentity {
         URL_SAFE_NO_PAD.encode(self.key.sign(message.as_bytes()).to_bytes())
     }
 
-    fn seed(&self) -> Secret {
+    pub(crate) fn seed(&self) -> Secret {
         Secret::new(URL_SAFE_NO_PAD.encode(self.key.to_bytes()))
     }
 }

@@ -1,0 +1,779 @@
+//! Fleet state in Redis: what makes a pod disposable.
+//!
+//! The pod keeps its state in memory (the [`Guilds`](crate::discord::guilds::Guilds), the
+//! shards' sessions, the OpenClaw credentials) and mirrors it to Redis **behind** the work:
+//! a change is a map insert ([`FleetState::put_hash`], never an await), and one writer task
+//! sends the changed keys in one pipelined `MULTI` round trip. Nothing on the audio path
+//! touches Redis. Redis is read once, at start-up ([`FleetState::load`]), so a restarted pod
+//! finds its guilds' settings, the voice channels it was in, its shards' gateway sessions (it
+//! RESUMEs) and the conversation runs it was speaking.
+//!
+//! **Degraded mode.** When a write fails the writer keeps the keys dirty, retries with
+//! backoff (0.2 s → 5 s) and, because a Redis that comes back may have come back empty, writes
+//! the pod's *whole* mirror once it answers again. The pod meanwhile serves from memory;
+//! slash-command changes made during the outage are in the mirror and reach Redis then.
+//!
+//! Schema (every key under the VoiceBot's prefix `voicebot:<namespace>:<bot>:`, which the
+//! operator's finalizer deletes): see ARCHITECTURE.md, "Fleet state".
+
+pub mod queue;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use redis::AsyncCommands as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::Notify;
+
+use crate::converse::relevance::Sensitivity;
+use crate::discord::guilds::GuildSettings;
+use crate::lock;
+use crate::openclaw::device::{CredentialStore, DeviceIdentity};
+use crate::secret::Secret;
+
+/// How long a saved gateway session stays usable. Discord keeps a session resumable for a
+/// few minutes after its connection drops; an older one would only cost an INVALID_SESSION.
+pub const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// How long a run in flight is worth recovering after a restart.
+pub const RUN_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// Where the state lives.
+#[derive(Clone)]
+pub struct StateConfig {
+    /// `redis://[:password@]host:port[/db]` (a secret: it may hold a password).
+    pub url: Secret,
+    /// Prefix of every key, e.g. `voicebot:default:jarvis:`.
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateConfig")
+            .field("url", &redact(self.url.expose()))
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// A Redis URL without credentials, for logs (`redis://host:port/db`).
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            format!("{scheme}://{host}")
+        }
+        None => "<redis url>".into(),
+    }
+}
+
+/// A saved gateway session of one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedSession {
+    /// Discord's session id.
+    pub id: String,
+    /// The last sequence number seen.
+    pub sequence: u64,
+    /// Where to resume.
+    pub resume_url: Option<String>,
+}
+
+/// A reply that was being written when the pod stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedRun {
+    /// The OpenClaw session key of the conversation.
+    pub session: String,
+    /// The run (= idempotency key).
+    pub run: String,
+    /// When it started, ms since the epoch.
+    pub started_ms: u64,
+}
+
+/// A user's voice state as saved: the channel, and whether the user is a bot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedVoice {
+    /// Voice channel.
+    pub channel: u64,
+    /// A bot (it never keeps ours in a channel).
+    pub bot: bool,
+}
+
+/// What a pod reads at start-up.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Guild → settings (agent, sensitivity, the voice channel the bot was in).
+    pub guilds: HashMap<u64, GuildSettings>,
+    /// Guild → user → voice state.
+    pub voice: HashMap<u64, HashMap<u64, SavedVoice>>,
+    /// Shard → its gateway session.
+    pub sessions: HashMap<u32, SavedSession>,
+    /// Guild → the run in flight.
+    pub runs: HashMap<u64, SavedRun>,
+}
+
+/// Whether Redis answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No Redis configured: memory only.
+    Memory,
+    /// The last write went through.
+    Up,
+    /// Writes are failing; the pod serves from memory and retries.
+    Degraded,
+}
+
+/// Counters, for metrics and the benchmark.
+#[derive(Debug, Default)]
+pub struct StateStats {
+    /// Round trips to Redis (pipelines and single commands).
+    pub round_trips: AtomicU64,
+    /// Keys written (or deleted).
+    pub keys_written: AtomicU64,
+    /// Failed round trips.
+    pub errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Hash(Vec<(String, String)>, Option<Duration>),
+    Str(String, Option<Duration>),
+    Absent,
+}
+
+struct Inner {
+    prefix: String,
+    conn: Option<ConnectionManager>,
+    /// What Redis should hold, by full key.
+    mirror: Mutex<BTreeMap<String, Entry>>,
+    /// Keys changed since the writer last sent them.
+    dirty: Mutex<BTreeSet<String>>,
+    /// A batch is on its way.
+    writing: AtomicBool,
+    wake: Notify,
+    written: Notify,
+    degraded: AtomicBool,
+    stats: StateStats,
+}
+
+/// The pod's fleet state (cheap to clone).
+#[derive(Clone)]
+pub struct FleetState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for FleetState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetState")
+            .field("prefix", &self.inner.prefix)
+            .field("health", &self.health())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the state could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The URL does not parse.
+    #[error("the Redis URL is not valid ({0}); expected redis://[:password@]host:port[/db]")]
+    Url(String),
+    /// Redis did not answer.
+    #[error("Redis did not answer: {0}")]
+    Unreachable(String),
+}
+
+/// A Redis error in words that never include the URL or its password.
+fn describe(e: &redis::RedisError) -> String {
+    format!("{:?}", e.kind())
+}
+
+impl FleetState {
+    /// State in memory only (no `--redis`): nothing survives the process.
+    pub fn memory() -> Self {
+        Self::with_conn(String::new(), None)
+    }
+
+    /// State mirrored to Redis. Connects lazily: a Redis that is down now only delays the
+    /// writes (degraded mode). Spawns the writer task (call inside a tokio runtime).
+    pub fn connect(config: &StateConfig) -> Result<Self, StateError> {
+        let client = redis::Client::open(config.url.expose())
+            .map_err(|e| StateError::Url(describe(&e)))?;
+        let manager = ConnectionManager::new_lazy_with_config(
+            client,
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500)),
+        )
+        .map_err(|e| StateError::Url(describe(&e)))?;
+        let state = Self::with_conn(config.prefix.clone(), Some(manager));
+        tokio::spawn(writer(state.clone()));
+        Ok(state)
+    }
+
+    fn with_conn(prefix: String, conn: Option<ConnectionManager>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                prefix,
+                conn,
+                mirror: Mutex::new(BTreeMap::new()),
+                dirty: Mutex::new(BTreeSet::new()),
+                writing: AtomicBool::new(false),
+                wake: Notify::new(),
+                written: Notify::new(),
+                degraded: AtomicBool::new(false),
+                stats: StateStats::default(),
+            }),
+        }
+    }
+
+    /// Whether Redis answers.
+    pub fn health(&self) -> Health {
+        if self.inner.conn.is_none() {
+            Health::Memory
+        } else if self.inner.degraded.load(Ordering::Acquire) {
+            Health::Degraded
+        } else {
+            Health::Up
+        }
+    }
+
+    /// Round trips, keys written, errors.
+    pub fn stats(&self) -> &StateStats {
+        &self.inner.stats
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.inner.prefix)
+    }
+
+    fn conn(&self) -> Option<ConnectionManager> {
+        self.inner.conn.clone()
+    }
+
+    fn count_trip(&self) {
+        self.inner.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn set(&self, key: String, entry: Entry) {
+        if self.inner.conn.is_none() {
+            return;
+        }
+        {
+            let mut mirror = lock(&self.inner.mirror);
+            if mirror.get(&key) == Some(&entry) {
+                return;
+            }
+            mirror.insert(key.clone(), entry);
+        }
+        lock(&self.inner.dirty).insert(key);
+        self.inner.wake.notify_one();
+    }
+
+    /// Waits until every change made so far has reached Redis, or `timeout` passes (at
+    /// shutdown). Returns whether everything was written.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        if self.inner.conn.is_none() {
+            return true;
+        }
+        let done = async {
+            loop {
+                let written = self.inner.written.notified();
+                if lock(&self.inner.dirty).is_empty()
+                    && !self.inner.writing.load(Ordering::Acquire)
+                {
+                    return;
+                }
+                self.inner.wake.notify_one();
+                let _ = tokio::time::timeout(Duration::from_millis(100), written).await;
+            }
+        };
+        tokio::time::timeout(timeout, done).await.is_ok()
+    }
+
+    // ---- typed API -------------------------------------------------------------------------
+
+    /// A guild's settings changed (agent, sensitivity, the bot's voice channel).
+    pub fn save_guild(&self, guild: u64, settings: &GuildSettings) {
+        let entry = Entry::Hash(guild_fields(settings), None);
+        self.set(self.key(&format!("guild:{guild}")), entry);
+    }
+
+    /// The voice states of a guild's members (who is in which channel).
+    pub fn save_voice(&self, guild: u64, states: &BTreeMap<u64, SavedVoice>) {
+        let key = self.key(&format!("voice:{guild}"));
+        if states.is_empty() {
+            self.set(key, Entry::Absent);
+        } else {
+            self.set(key, Entry::Hash(voice_fields(states), None));
+        }
+    }
+
+    /// A shard's gateway session (`None`: it has none to resume). The key holds the shard
+    /// count: a session belongs to one sharding, and a resharded pod must IDENTIFY.
+    pub fn save_session(&self, shard: u32, count: u32, session: Option<&SavedSession>) {
+        let key = self.key(&format!("shard:{count}:{shard}:session"));
+        let entry = match session {
+            Some(s) => {
+                let mut fields = vec![
+                    ("id".to_string(), s.id.clone()),
+                    ("seq".to_string(), s.sequence.to_string()),
+                ];
+                if let Some(url) = &s.resume_url {
+                    fields.push(("resume_url".into(), url.clone()));
+                }
+                Entry::Hash(fields, Some(SESSION_TTL))
+            }
+            None => Entry::Absent,
+        };
+        self.set(key, entry);
+    }
+
+    /// A reply run started in a guild's conversation (`None`: it ended).
+    pub fn save_run(&self, guild: u64, run: Option<&SavedRun>) {
+        let key = self.key(&format!("conv:{guild}"));
+        let entry = match run {
+            Some(r) => Entry::Hash(
+                vec![
+                    ("session".into(), r.session.clone()),
+                    ("run".into(), r.run.clone()),
+                    ("started_ms".into(), r.started_ms.to_string()),
+                ],
+                Some(RUN_TTL),
+            ),
+            None => Entry::Absent,
+        };
+        self.set(key, entry);
+    }
+
+    /// Reads what this pod needs: the guilds of `shards` (of `count`), their voice states
+    /// and runs, and the shards' sessions. Empty without Redis; an error when Redis does not
+    /// answer (the caller decides to go on degraded).
+    pub async fn load(&self, shards: &[u32], count: u32) -> Result<Snapshot, StateError> {
+        let Some(mut conn) = self.conn() else {
+            return Ok(Snapshot::default());
+        };
+        let unreachable = |e: redis::RedisError| StateError::Unreachable(describe(&e));
+        let ours = |guild: u64| shards.contains(&(((guild >> 22) % u64::from(count.max(1))) as u32));
+        let mut snapshot = Snapshot::default();
+        // The guilds: SCAN (never KEYS) for this bot's guild hashes.
+        let pattern = self.key("guild:*");
+        let mut guilds = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unreachable)?;
+            self.count_trip();
+            guilds.extend(
+                keys.iter()
+                    .filter_map(|k| k.rsplit(':').next()?.parse::<u64>().ok())
+                    .filter(|g| ours(*g)),
+            );
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let mut pipe = redis::pipe();
+        for g in &guilds {
+            pipe.hgetall(self.key(&format!("guild:{g}")))
+                .hgetall(self.key(&format!("voice:{g}")))
+                .hgetall(self.key(&format!("conv:{g}")));
+        }
+        for s in shards {
+            pipe.hgetall(self.key(&format!("shard:{count}:{s}:session")));
+        }
+        let maps: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut conn).await.map_err(unreachable)?;
+        self.count_trip();
+        let mut maps = maps.into_iter();
+        for g in &guilds {
+            let (Some(settings), Some(voice), Some(conv)) = (maps.next(), maps.next(), maps.next())
+            else {
+                break;
+            };
+            if let Some(s) = parse_guild(*g, &settings) {
+                snapshot.guilds.insert(*g, s);
+            }
+            let states: HashMap<u64, SavedVoice> = voice
+                .iter()
+                .filter_map(|(user, v)| Some((user.parse().ok()?, parse_voice(v)?)))
+                .collect();
+            if !states.is_empty() {
+                snapshot.voice.insert(*g, states);
+            }
+            if let (Some(session), Some(run)) = (conv.get("session"), conv.get("run")) {
+                snapshot.runs.insert(
+                    *g,
+                    SavedRun {
+                        session: session.clone(),
+                        run: run.clone(),
+                        started_ms: conv
+                            .get("started_ms")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0),
+                    },
+                );
+            }
+        }
+        for s in shards {
+            let Some(map) = maps.next() else { break };
+            if let (Some(id), Some(seq)) = (map.get("id"), map.get("seq")) {
+                snapshot.sessions.insert(
+                    *s,
+                    SavedSession {
+                        id: id.clone(),
+                        sequence: seq.parse().unwrap_or(0),
+                        resume_url: map.get("resume_url").cloned(),
+                    },
+                );
+            }
+        }
+        // What was loaded is what Redis holds: the mirror starts from it, so a Redis that
+        // comes back empty after an outage gets it all back.
+        {
+            let mut mirror = lock(&self.inner.mirror);
+            for (g, s) in &snapshot.guilds {
+                let fields = guild_fields(s);
+                mirror.insert(self.key(&format!("guild:{g}")), Entry::Hash(fields, None));
+            }
+        }
+        for (g, states) in &snapshot.voice {
+            let states: BTreeMap<u64, SavedVoice> = states.iter().map(|(u, v)| (*u, *v)).collect();
+            let fields = voice_fields(&states);
+            lock(&self.inner.mirror).insert(self.key(&format!("voice:{g}")), Entry::Hash(fields, None));
+        }
+        Ok(snapshot)
+    }
+
+    /// The OpenClaw device credentials of the fleet, kept in Redis (one identity for every pod
+    /// of the bot: one pairing approval covers the fleet). The first pod creates the identity
+    /// (`SET NX`, so two pods starting together agree); the device token the gateway issues is
+    /// written behind. Both are secrets: never logged, never in an error.
+    pub async fn credentials(&self) -> Result<Arc<dyn CredentialStore>, StateError> {
+        let Some(mut conn) = self.conn() else {
+            return Ok(Arc::new(
+                crate::openclaw::device::MemoryStore::new()
+                    .map_err(|e| StateError::Unreachable(e.to_string()))?,
+            ));
+        };
+        let unreachable = |e: redis::RedisError| StateError::Unreachable(describe(&e));
+        let key = self.key("openclaw:device");
+        let fresh = DeviceIdentity::generate().map_err(|e| StateError::Unreachable(e.to_string()))?;
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(fresh.seed().expose())
+            .arg("NX")
+            .query_async(&mut conn)
+            .await
+            .map_err(unreachable)?;
+        let (seed, token): (Option<String>, Option<String>) = redis::pipe()
+            .get(&key)
+            .get(self.key("openclaw:device-token"))
+            .query_async(&mut conn)
+            .await
+            .map_err(unreachable)?;
+        self.inner.stats.round_trips.fetch_add(2, Ordering::Relaxed);
+        let seed = seed
+            .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| {
+                StateError::Unreachable(format!("{key} does not hold a 32-byte base64url seed"))
+            })?;
+        let identity = DeviceIdentity::from_seed(&seed);
+        self.set(
+            key,
+            Entry::Str(identity.seed().expose().to_string(), None),
+        );
+        if let Some(t) = &token {
+            self.set(self.key("openclaw:device-token"), Entry::Str(t.clone(), None));
+        }
+        tracing::info!(device_id = %identity.id(), "OpenClaw device identity from Redis");
+        Ok(Arc::new(RedisCredentials {
+            state: self.clone(),
+            seed,
+            token: Mutex::new(token.map(Secret::new)),
+        }))
+    }
+
+    /// Runs one command on Redis directly (the identify queue), counting the round trip.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Option<Result<T, String>> {
+        let mut conn = self.conn()?;
+        self.count_trip();
+        Some(cmd.query_async(&mut conn).await.map_err(|e| {
+            self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+            describe(&e)
+        }))
+    }
+
+    /// Reads one hash (tests and tools).
+    pub async fn read_hash(&self, rest: &str) -> Result<HashMap<String, String>, StateError> {
+        let Some(mut conn) = self.conn() else {
+            return Ok(HashMap::new());
+        };
+        self.count_trip();
+        conn.hgetall(self.key(rest))
+            .await
+            .map_err(|e| StateError::Unreachable(describe(&e)))
+    }
+}
+
+fn guild_fields(s: &GuildSettings) -> Vec<(String, String)> {
+    let mut fields = vec![
+        ("agent".to_string(), s.agent.clone()),
+        ("sensitivity".to_string(), s.sensitivity.as_str().to_string()),
+    ];
+    if let Some(c) = s.channel {
+        fields.push(("channel".into(), c.to_string()));
+    }
+    fields
+}
+
+fn voice_fields(states: &BTreeMap<u64, SavedVoice>) -> Vec<(String, String)> {
+    states
+        .iter()
+        .map(|(user, v)| {
+            let value = if v.bot {
+                format!("{}:bot", v.channel)
+            } else {
+                v.channel.to_string()
+            };
+            (user.to_string(), value)
+        })
+        .collect()
+}
+
+fn parse_guild(guild: u64, map: &HashMap<String, String>) -> Option<GuildSettings> {
+    let agent = map.get("agent")?.clone();
+    let sensitivity = match map.get("sensitivity").map(|s| s.parse::<Sensitivity>()) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            tracing::warn!(guild, error = %e, "a saved sensitivity is not valid; using low");
+            Sensitivity::Low
+        }
+        None => Sensitivity::Low,
+    };
+    Some(GuildSettings {
+        agent,
+        sensitivity,
+        channel: map.get("channel").and_then(|c| c.parse().ok()),
+    })
+}
+
+fn parse_voice(value: &str) -> Option<SavedVoice> {
+    let (channel, bot) = match value.strip_suffix(":bot") {
+        Some(c) => (c, true),
+        None => (value, false),
+    };
+    Some(SavedVoice {
+        channel: channel.parse().ok()?,
+        bot,
+    })
+}
+
+/// The writer: sends dirty keys in one atomic pipeline; on failure keeps them dirty, marks the
+/// whole mirror for rewriting (Redis may come back empty) and retries with backoff.
+async fn writer(state: FleetState) {
+    const MIN_BACKOFF: Duration = Duration::from_millis(200);
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    let Some(mut conn) = state.conn() else { return };
+    let inner = &state.inner;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let wake = inner.wake.notified();
+        let keys: Vec<String> = {
+            let mut dirty = lock(&inner.dirty);
+            inner.writing.store(!dirty.is_empty(), Ordering::Release);
+            std::mem::take(&mut *dirty).into_iter().collect()
+        };
+        if keys.is_empty() {
+            inner.written.notify_waiters();
+            // The last clone besides this task's is gone: the pod is shutting down.
+            if Arc::strong_count(inner) <= 1 {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
+            continue;
+        }
+        let batch: Vec<(String, Entry)> = {
+            let mirror = lock(&inner.mirror);
+            keys.iter()
+                .map(|k| (k.clone(), mirror.get(k).cloned().unwrap_or(Entry::Absent)))
+                .collect()
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, entry) in &batch {
+            match entry {
+                Entry::Hash(fields, ttl) => {
+                    pipe.del(key).ignore();
+                    if !fields.is_empty() {
+                        pipe.hset_multiple(key, fields).ignore();
+                        if let Some(ttl) = ttl {
+                            pipe.pexpire(key, ttl.as_millis() as i64).ignore();
+                        }
+                    }
+                }
+                Entry::Str(value, Some(ttl)) => {
+                    pipe.pset_ex(key, value, ttl.as_millis() as u64).ignore();
+                }
+                Entry::Str(value, None) => {
+                    pipe.set(key, value).ignore();
+                }
+                Entry::Absent => {
+                    pipe.del(key).ignore();
+                }
+            }
+        }
+        state.count_trip();
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {
+                inner
+                    .stats
+                    .keys_written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                // Tombstones that reached Redis are forgotten.
+                {
+                    let mut mirror = lock(&inner.mirror);
+                    let dirty = lock(&inner.dirty);
+                    for (key, entry) in &batch {
+                        if *entry == Entry::Absent
+                            && !dirty.contains(key)
+                            && mirror.get(key) == Some(&Entry::Absent)
+                        {
+                            mirror.remove(key);
+                        }
+                    }
+                }
+                if inner.degraded.swap(false, Ordering::AcqRel) {
+                    tracing::info!(
+                        keys = batch.len(),
+                        "Redis answers again; the state kept in memory is written back"
+                    );
+                }
+                backoff = MIN_BACKOFF;
+                inner.writing.store(false, Ordering::Release);
+            }
+            Err(e) => {
+                inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+                if !inner.degraded.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        error = %describe(&e),
+                        "Redis is unreachable: serving from memory, retrying; changes are kept"
+                    );
+                }
+                {
+                    // Everything, not only this batch: Redis may come back without its data.
+                    let all: Vec<String> = lock(&inner.mirror).keys().cloned().collect();
+                    lock(&inner.dirty).extend(all);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// OpenClaw credentials kept in Redis.
+struct RedisCredentials {
+    state: FleetState,
+    seed: [u8; 32],
+    token: Mutex<Option<Secret>>,
+}
+
+impl CredentialStore for RedisCredentials {
+    fn identity(&self) -> std::io::Result<DeviceIdentity> {
+        Ok(DeviceIdentity::from_seed(&self.seed))
+    }
+
+    fn device_token(&self) -> Option<Secret> {
+        lock(&self.token).clone()
+    }
+
+    fn save_device_token(&self, token: &Secret) -> std::io::Result<()> {
+        *lock(&self.token) = Some(token.clone());
+        self.state.set(
+            self.state.key("openclaw:device-token"),
+            Entry::Str(token.expose().to_string(), None),
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_logged_without_credentials() {
+        assert_eq!(
+            redact("redis://:hunter2@redis.svc:6379/0"),
+            "redis://redis.svc:6379/0"
+        );
+        assert_eq!(redact("redis://user:pw@h:1"), "redis://h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(redact("nonsense"), "<redis url>");
+        let config = StateConfig {
+            url: Secret::new("redis://:hunter2@h:1"),
+            prefix: "p:".into(),
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn saved_values_parse_back() {
+        let s = GuildSettings {
+            agent: "sage".into(),
+            sensitivity: Sensitivity::High,
+            channel: Some(42),
+        };
+        let map: HashMap<String, String> = guild_fields(&s).into_iter().collect();
+        assert_eq!(parse_guild(1, &map), Some(s));
+        let map: HashMap<String, String> =
+            [("agent".to_string(), "jarvis".to_string()), ("sensitivity".into(), "loud".into())]
+                .into_iter()
+                .collect();
+        assert_eq!(
+            parse_guild(1, &map).map(|s| s.sensitivity),
+            Some(Sensitivity::Low)
+        );
+        assert_eq!(parse_voice("7:bot"), Some(SavedVoice { channel: 7, bot: true }));
+        assert_eq!(parse_voice("7"), Some(SavedVoice { channel: 7, bot: false }));
+        assert_eq!(parse_voice("x"), None);
+    }
+
+    #[tokio::test]
+    async fn memory_state_needs_no_redis() {
+        let state = FleetState::memory();
+        state.save_guild(
+            1,
+            &GuildSettings {
+                agent: "jarvis".into(),
+                sensitivity: Sensitivity::Low,
+                channel: None,
+            },
+        );
+        assert_eq!(state.health(), Health::Memory);
+        assert!(state.flush(Duration::from_millis(10)).await);
+        assert!(state.load(&[0], 1).await.unwrap().guilds.is_empty());
+    }
+}
