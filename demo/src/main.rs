@@ -14,6 +14,7 @@ mod local_gateway;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -31,6 +32,7 @@ use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::models::WhisperModel;
 use voicebot_shard::openclaw::ClientConfig;
 use voicebot_shard::secret::Secret;
+use voicebot_shard::state::{FleetState, StateConfig};
 
 const GUILD: u64 = 1_000_000_000_000_000_001 << 1;
 const VOICE_CHANNEL: u64 = GUILD + 10;
@@ -78,6 +80,13 @@ struct Args {
     /// Keep serving /metrics this many seconds after the turns (to read the figures).
     #[arg(long, default_value_t = 0)]
     hold_secs: u64,
+    /// Keep the shard's fleet state in this Redis (`redis://host:port`); each turn then
+    /// reports the Redis round trips it cost (`redis_round_trips`).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis: Option<String>,
+    /// Prefix of the demo's Redis keys.
+    #[arg(long, default_value = "voicebot:demo:jarvis:")]
+    redis_prefix: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -164,13 +173,22 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
         workers: args.workers,
         gateway: Some(gateway_config),
         state_dir: None,
+        credentials: None,
         scope: "demo".into(),
     })
     .await?;
     brains.observer = Some(observer);
     let metrics = Arc::new(ShardMetrics::new());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let state = match &args.redis {
+        Some(url) => FleetState::connect(&StateConfig {
+            url: Secret::new(url.trim()),
+            prefix: args.redis_prefix.clone(),
+        })?,
+        None => FleetState::memory(),
+    };
     let config = DiscordConfig {
+        state: state.clone(),
         api_proxy: Some(sim.http_proxy()),
         gateway_url: Some(sim.gateway_url()),
         brains: Some(brains),
@@ -223,9 +241,11 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
     let onset_ms = speech_onset_ms(&speech);
     let mut latencies = Vec::new();
     let mut n = 0;
+    let mut counted = 0;
     for _ in 0..args.repeat.max(1) {
         // Drain what earlier rounds left.
         while turns.try_recv().is_ok() {}
+        let trips_before = state.stats().round_trips.load(Ordering::Relaxed);
         let spoken = sim
             .speak(GUILD, &owner, &speech)
             .await
@@ -266,7 +286,21 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
             if let Some(l) = latency_ms {
                 latencies.push(l);
             }
-            print_turn(&args, &turn, reply_audio.as_deref(), latency_ms);
+            // Everything the turn cost in Redis (written behind, off the audio path); with
+            // several turns in one utterance the first carries the round's count.
+            let trips = state.stats().round_trips.load(Ordering::Relaxed);
+            let redis_round_trips = args
+                .redis
+                .as_ref()
+                .map(|_| trips.saturating_sub(trips_before.max(counted)));
+            counted = trips;
+            print_turn(
+                &args,
+                &turn,
+                reply_audio.as_deref(),
+                latency_ms,
+                redis_round_trips,
+            );
         }
     }
     if !latencies.is_empty() {
@@ -334,6 +368,7 @@ fn print_turn(
     t: &TurnRecord,
     reply_audio: Option<&std::path::Path>,
     latency: Option<f64>,
+    redis_round_trips: Option<u64>,
 ) {
     if args.json {
         let record = json!({
@@ -353,6 +388,7 @@ fn print_turn(
                 "tts_first_audio": t.reply.stages_ms.tts_first_audio,
             },
             "barged_in": t.barged_in,
+            "redis_round_trips": redis_round_trips,
         });
         println!("{record}");
         return;

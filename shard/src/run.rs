@@ -14,11 +14,12 @@ use clap::Args;
 use voicebot_shard::converse::relevance::Sensitivity;
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
 use voicebot_shard::discord::plan::ShardPlan;
-use voicebot_shard::discord::voice::{Brains, BrainsConfig};
+use voicebot_shard::discord::voice::{Brains, BrainsConfig, Credentials};
 use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::models::WhisperModel;
 use voicebot_shard::openclaw::ClientConfig;
 use voicebot_shard::secret::Secret;
+use voicebot_shard::state::{FleetState, StateConfig};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -58,13 +59,28 @@ pub struct RunArgs {
     /// A file holding the gateway token.
     #[arg(long, env = "OPENCLAW_GATEWAY_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
-    /// Where the gateway device identity is kept.
+    /// Where the gateway device identity is kept when there is no Redis.
     #[arg(long, env = "VOICEBOT_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
+    /// Fleet state: guild settings, voice membership, gateway sessions, the OpenClaw device
+    /// identity, the identify queue (`redis://[:password@]host:port[/db]`). Without it
+    /// nothing survives the process.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis: Option<String>,
+    /// Prefix of this bot's Redis keys (the operator sets `voicebot:<namespace>:<bot>:`).
+    #[arg(
+        long,
+        env = "VOICEBOT_REDIS_PREFIX",
+        default_value = "voicebot:local:bot:"
+    )]
+    redis_prefix: String,
+    /// One IDENTIFY per max_concurrency bucket per this many ms (Discord's rule is 5000).
+    #[arg(long, env = "VOICEBOT_IDENTIFY_INTERVAL_MS", default_value_t = 5000)]
+    identify_interval_ms: u64,
 }
 
 /// The pod's engines, unless `--no-voice`.
-async fn brains(args: &RunArgs, scope: &str) -> anyhow::Result<Option<Brains>> {
+async fn brains(args: &RunArgs, scope: &str, state: &FleetState) -> anyhow::Result<Option<Brains>> {
     if args.no_voice {
         return Ok(None);
     }
@@ -75,12 +91,24 @@ async fn brains(args: &RunArgs, scope: &str) -> anyhow::Result<Option<Brains>> {
         )),
         None => None,
     };
+    // With Redis, the fleet's one device identity (one pairing approval for every pod).
+    let credentials = match (&args.redis, &args.gateway) {
+        (Some(_), Some(_)) => match state.credentials().await {
+            Ok(c) => Some(Credentials(c)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the device identity is not in Redis; using a local one");
+                None
+            }
+        },
+        _ => None,
+    };
     let brains = Brains::load(BrainsConfig {
         models_dir: args.models_dir.clone(),
         whisper: args.whisper,
         workers: args.workers,
         gateway,
         state_dir: args.state_dir.clone(),
+        credentials,
         scope: scope.to_string(),
     })
     .await
@@ -134,17 +162,17 @@ pub fn run_shard(args: &RunArgs) -> anyhow::Result<()> {
         agents.push("jarvis".into());
     }
     let config = DiscordConfig {
-        token: Secret::new(token.trim()),
-        application_id,
         command: args.command.clone().unwrap_or_else(|| agents[0].clone()),
         agents,
         default_sensitivity: sensitivity,
         api_proxy: std::env::var("DISCORD_API_PROXY").ok(),
         gateway_url: std::env::var("DISCORD_GATEWAY_URL").ok(),
         plan,
-        brains: None,
-        metrics: None,
-        ready: None,
+        pod: std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("pid-{}", std::process::id())),
+        identify_interval: std::time::Duration::from_millis(args.identify_interval_ms),
+        ..DiscordConfig::new(Secret::new(token.trim()), application_id, "", &[])
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -168,7 +196,21 @@ pub fn run_shard(args: &RunArgs) -> anyhow::Result<()> {
             wait_for_signal().await;
             let _ = stop.send(true);
         });
-        config.brains = brains(args, &config.command).await?;
+        config.state = match &args.redis {
+            Some(url) => {
+                let state = FleetState::connect(&StateConfig {
+                    url: Secret::new(url.trim()),
+                    prefix: args.redis_prefix.clone(),
+                })?;
+                tracing::info!(redis = %voicebot_shard::state::redact(url), prefix = %args.redis_prefix, "fleet state in Redis");
+                state
+            }
+            None => {
+                tracing::warn!("no --redis: guild settings and sessions will not survive this process");
+                FleetState::memory()
+            }
+        };
+        config.brains = brains(args, &config.command, &config.state).await?;
         config.metrics = Some(metrics);
         config.ready = Some(ready);
         run(config, shutdown).await

@@ -5,12 +5,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use songbird::shards::TwilightMap;
 use tokio::sync::watch;
 use twilight_gateway::{
-    CloseFrame, ConfigBuilder, Event, EventTypeFlags, Intents, MessageSender, Shard, ShardId,
-    StreamExt as _,
+    CloseFrame, ConfigBuilder, Event, EventTypeFlags, Intents, MessageSender, Session, Shard,
+    ShardId, StreamExt as _,
 };
 use twilight_model::application::interaction::Interaction;
 use twilight_model::channel::message::MessageFlags;
@@ -30,6 +31,8 @@ use crate::converse::relevance::Sensitivity;
 use crate::lock;
 use crate::metrics::{Gauge, ShardMetrics};
 use crate::secret::Secret;
+use crate::state::queue::IdentifyQueue;
+use crate::state::{FleetState, SavedSession, SavedVoice, Snapshot};
 
 /// How the shard reaches Discord and what it offers.
 #[derive(Clone)]
@@ -57,6 +60,13 @@ pub struct DiscordConfig {
     pub metrics: Option<Arc<ShardMetrics>>,
     /// Set once every shard of the plan has received READY (the pod's readiness).
     pub ready: Option<Arc<AtomicBool>>,
+    /// Fleet state: guild settings, voice membership and gateway sessions survive the pod
+    /// (memory only unless Redis is configured).
+    pub state: FleetState,
+    /// This pod's name (owner of the identify slots it takes).
+    pub pod: String,
+    /// One IDENTIFY per bucket per this interval (Discord's rule: 5 s; shorter in tests).
+    pub identify_interval: Duration,
 }
 
 impl DiscordConfig {
@@ -80,9 +90,15 @@ impl DiscordConfig {
             brains: None,
             metrics: None,
             ready: None,
+            state: FleetState::memory(),
+            pod: "local".into(),
+            identify_interval: IDENTIFY_INTERVAL,
         }
     }
 }
+
+/// Discord's spacing of IDENTIFYs in one bucket.
+pub const IDENTIFY_INTERVAL: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for DiscordConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,6 +108,8 @@ impl std::fmt::Debug for DiscordConfig {
             .field("command", &self.command)
             .field("agents", &self.agents)
             .field("plan", &self.plan)
+            .field("state", &self.state)
+            .field("pod", &self.pod)
             .finish_non_exhaustive()
     }
 }
@@ -106,11 +124,12 @@ struct Ctx {
     guilds: Mutex<Guilds>,
     bot_user: Mutex<Option<u64>>,
     senders: Arc<TwilightMap>,
-    /// Set at the first READY (songbird needs the bot's user id).
+    /// Set once the bot's user id is known (songbird needs it): at start from REST, else at
+    /// the first READY.
     voices: std::sync::OnceLock<Arc<Voices>>,
     /// Guilds and the shard that serves them.
     guild_shards: Mutex<HashMap<u64, u32>>,
-    /// Shards that have received READY.
+    /// Shards that have received READY or RESUMED.
     ready_shards: Mutex<HashSet<u32>>,
 }
 
@@ -121,6 +140,79 @@ impl Ctx {
 
     fn shard_of(&self, guild: u64) -> u32 {
         ((guild >> 22) % u64::from(self.config.plan.count.max(1))) as u32
+    }
+
+    /// The bot's user id is known: voice can start (once).
+    fn start_voices(self: &Arc<Self>, bot: u64) {
+        *lock(&self.bot_user) = Some(bot);
+        let Some(brains) = &self.config.brains else {
+            return;
+        };
+        if self.voices.get().is_some() {
+            return;
+        }
+        let voices = Arc::new(Voices::new(
+            brains.clone(),
+            self.senders.clone(),
+            self.config.plan.count,
+            bot,
+        ));
+        if self.voices.set(voices.clone()).is_ok()
+            && let Some(metrics) = self.config.metrics.clone()
+        {
+            tokio::spawn(count_rooms(Arc::downgrade(self), voices, metrics));
+        }
+    }
+
+    /// Mirrors a guild's settings (if it chose any) and voice states to the fleet state:
+    /// map inserts, written to Redis behind the work.
+    fn persist(&self, guild: u64) {
+        let (settings, voice) = {
+            let g = lock(&self.guilds);
+            (g.chosen(guild).cloned(), g.voice_states(guild))
+        };
+        if let Some(s) = settings {
+            self.config.state.save_guild(guild, &s);
+        }
+        let voice = voice
+            .into_iter()
+            .map(|(user, (channel, bot))| (user, SavedVoice { channel, bot }))
+            .collect();
+        self.config.state.save_voice(guild, &voice);
+    }
+
+    /// After a restart: joins again the voice channels this shard's guilds were in (the
+    /// RESUMEd session, or a guild's GUILD_CREATE), unless the bot already has the call or
+    /// no human is left in the channel.
+    fn rejoin(&self, sender: &MessageSender, shard: u32, only: Option<u64>) {
+        let targets: Vec<(u64, u64)> = lock(&self.guilds)
+            .in_voice()
+            .into_iter()
+            .filter(|(g, _)| self.shard_of(*g) == shard && only.is_none_or(|o| o == *g))
+            .collect();
+        for (guild, channel) in targets {
+            if self.voices().is_some_and(|v| v.has_call(guild)) {
+                continue;
+            }
+            let humans = lock(&self.guilds).humans_in(guild, channel);
+            if humans == 0 {
+                tracing::info!(
+                    guild,
+                    channel,
+                    "no human is left in the voice channel the bot was in; not rejoining"
+                );
+                lock(&self.guilds).left(guild);
+                self.persist(guild);
+                continue;
+            }
+            tracing::info!(
+                guild,
+                channel,
+                humans,
+                "rejoining the voice channel the bot was in"
+            );
+            self.voice_action(sender, guild, Some(channel));
+        }
     }
 
     /// Joins or leaves voice: through songbird when the pod has its engines, else a bare
@@ -158,48 +250,132 @@ impl Ctx {
     }
 }
 
+/// What the pod learns from REST before connecting: the bot's user id (so voice can rejoin
+/// after a RESUME, which has no READY) and the IDENTIFY concurrency. Either may be missing
+/// when Discord's REST does not answer in time; READY then gives the user id and the
+/// concurrency is taken as 1 (the safe value).
+async fn discover(http: &twilight_http::Client) -> (Option<u64>, u32) {
+    const WAIT: Duration = Duration::from_secs(10);
+    let user = async { http.current_user().await.ok()?.model().await.ok() };
+    let user = tokio::time::timeout(WAIT, user).await.ok().flatten();
+    let gateway = async { http.gateway().authed().await.ok()?.model().await.ok() };
+    let concurrency = tokio::time::timeout(WAIT, gateway)
+        .await
+        .ok()
+        .flatten()
+        .map_or(1, |g| {
+            u32::from(g.session_start_limit.max_concurrency).max(1)
+        });
+    (user.map(|u| u.id.get()), concurrency)
+}
+
+/// Reads the pod's fleet state; an unreachable Redis starts the pod from defaults
+/// (degraded: the writer keeps retrying and writes the pod's changes back).
+async fn load_state(config: &DiscordConfig) -> Snapshot {
+    let shards: Vec<u32> = config.plan.shards().collect();
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        config.state.load(&shards, config.plan.count),
+    )
+    .await
+    {
+        Ok(Ok(snapshot)) => {
+            tracing::info!(
+                guilds = snapshot.guilds.len(),
+                sessions = snapshot.sessions.len(),
+                "fleet state loaded"
+            );
+            snapshot
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "fleet state not loaded: starting from defaults, degraded");
+            Snapshot::default()
+        }
+        Err(_) => {
+            tracing::warn!("fleet state not loaded in 3 s: starting from defaults, degraded");
+            Snapshot::default()
+        }
+    }
+}
+
 /// Runs this pod's shards until `shutdown` turns true; then closes them with a resumable code
-/// (the next pod RESUMEs their sessions).
+/// and saves their sessions (the next pod RESUMEs them).
 pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut http = twilight_http::Client::builder().token(config.token.expose().to_string());
     if let Some(proxy) = &config.api_proxy {
         http = http.proxy(proxy.clone(), true);
     }
+    let http = http.build();
     let default_agent = config
         .agents
         .first()
         .cloned()
         .unwrap_or_else(|| config.command.clone());
+    let snapshot = load_state(&config).await;
+    let (bot_user, concurrency) = discover(&http).await;
+    let queue = IdentifyQueue::new(
+        config.state.clone(),
+        &config.pod,
+        concurrency,
+        config.identify_interval,
+    );
     let mut shards = Vec::new();
     let mut senders = Vec::new();
     for id in config.plan.shards() {
-        let mut builder = ConfigBuilder::new(config.token.expose().to_string(), INTENTS);
+        let mut builder =
+            ConfigBuilder::new(config.token.expose().to_string(), INTENTS).queue(queue.clone());
         if let Some(url) = &config.gateway_url {
             builder = builder.proxy_url(url.clone());
+        }
+        if let Some(saved) = snapshot.sessions.get(&id) {
+            tracing::info!(
+                shard = id,
+                sequence = saved.sequence,
+                "resuming the saved gateway session"
+            );
+            builder = builder.session(Session::new(saved.sequence, saved.id.clone()));
+            if let Some(url) = &saved.resume_url {
+                builder = builder.resume_url(url.clone());
+            }
         }
         let shard = Shard::with_config(ShardId::new(id, config.plan.count), builder.build());
         senders.push(shard.sender());
         shards.push(shard);
     }
+    let mut guilds = Guilds::new(default_agent, config.default_sensitivity);
+    let mut guild_shards = HashMap::new();
+    let count = u64::from(config.plan.count.max(1));
+    for (guild, settings) in snapshot.guilds {
+        guild_shards.insert(guild, ((guild >> 22) % count) as u32);
+        guilds.restore(guild, settings);
+    }
+    for (guild, users) in snapshot.voice {
+        for (user, v) in users {
+            guilds.voice_state(guild, user, Some(v.channel), v.bot);
+        }
+    }
     let ctx = Arc::new(Ctx {
         app: Id::new(config.application_id.max(1)),
-        http: http.build(),
-        guilds: Mutex::new(Guilds::new(default_agent, config.default_sensitivity)),
+        http,
+        guilds: Mutex::new(guilds),
         bot_user: Mutex::new(None),
         senders: Arc::new(TwilightMap::new(
             config.plan.shards().zip(senders.iter().cloned()).collect(),
         )),
         voices: std::sync::OnceLock::new(),
-        guild_shards: Mutex::new(HashMap::new()),
+        guild_shards: Mutex::new(guild_shards),
         ready_shards: Mutex::new(HashSet::new()),
         config,
     });
+    if let Some(bot) = bot_user {
+        ctx.start_voices(bot);
+    }
     if let Some(metrics) = ctx.config.metrics.clone() {
         tokio::spawn(gauges(Arc::downgrade(&ctx), metrics));
     }
     let tasks: Vec<_> = shards
         .into_iter()
-        .map(|shard| tokio::spawn(shard_loop(shard, ctx.clone())))
+        .map(|shard| tokio::spawn(shard_loop(shard, ctx.clone(), shutdown.clone())))
         .collect();
     tracing::info!(shards = ?ctx.config.plan.shards(), total = ctx.config.plan.count, "shards started");
     while !*shutdown.borrow() {
@@ -209,27 +385,61 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
     }
     if let Some(v) = ctx.voices() {
         tracing::info!(calls = v.connected(), "shutting down: leaving voice");
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), v.leave_all()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), v.leave_all()).await;
     }
     tracing::info!("shutting down: closing the shards with a resumable code");
     for s in &senders {
         let _ = s.close(CloseFrame::RESUME);
     }
     for t in tasks {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    if !ctx.config.state.flush(Duration::from_secs(3)).await {
+        tracing::warn!("the fleet state could not be written before exit (Redis unreachable)");
     }
     Ok(())
 }
 
-async fn shard_loop(mut shard: Shard, ctx: Arc<Ctx>) {
+/// How often a shard's session (its sequence number) is mirrored; a pod killed between two
+/// saves resumes a little behind, and Discord replays what it missed.
+const SESSION_SAVE_EVERY: Duration = Duration::from_secs(1);
+
+async fn shard_loop(
+    mut shard: Shard<IdentifyQueue>,
+    ctx: Arc<Ctx>,
+    shutdown: watch::Receiver<bool>,
+) {
     let sender = shard.sender();
     let id = shard.id().number();
+    let mut saved: Option<(String, u64)> = None;
+    let mut saved_at = Instant::now();
+    let save = |shard: &Shard<IdentifyQueue>, saved: &mut Option<(String, u64)>| {
+        let now = shard.session().map(|s| (s.id().to_string(), s.sequence()));
+        if now != *saved {
+            let session = now.as_ref().map(|(sid, seq)| SavedSession {
+                id: sid.clone(),
+                sequence: *seq,
+                resume_url: shard.resume_url().map(str::to_string),
+            });
+            ctx.config
+                .state
+                .save_session(id, ctx.config.plan.count, session.as_ref());
+            *saved = now;
+        }
+    };
     while let Some(item) = shard.next_event(EventTypeFlags::all()).await {
         match item {
+            Ok(Event::GatewayClose(_)) if *shutdown.borrow() => break,
             Ok(event) => handle(&ctx, &sender, id, event).await,
             Err(e) => tracing::warn!(shard = %shard.id(), error = %e, "gateway receive error"),
         }
+        let new_session = shard.session().map(|s| s.id()) != saved.as_ref().map(|s| s.0.as_str());
+        if new_session || saved_at.elapsed() >= SESSION_SAVE_EVERY {
+            save(&shard, &mut saved);
+            saved_at = Instant::now();
+        }
     }
+    save(&shard, &mut saved);
     tracing::info!(shard = %shard.id(), "shard stopped");
 }
 
@@ -239,37 +449,21 @@ async fn handle(ctx: &Arc<Ctx>, sender: &MessageSender, shard: u32, event: Event
     }
     match event {
         Event::Ready(ready) => {
-            *lock(&ctx.bot_user) = Some(ready.user.id.get());
-            if let Some(brains) = &ctx.config.brains
-                && ctx.voices.get().is_none()
-            {
-                let voices = Arc::new(Voices::new(
-                    brains.clone(),
-                    ctx.senders.clone(),
-                    ctx.config.plan.count,
-                    ready.user.id.get(),
-                ));
-                if ctx.voices.set(voices.clone()).is_ok()
-                    && let Some(metrics) = ctx.config.metrics.clone()
-                {
-                    tokio::spawn(count_rooms(Arc::downgrade(ctx), voices, metrics));
-                }
-            }
-            let all = {
-                let mut ready_shards = lock(&ctx.ready_shards);
-                ready_shards.insert(shard);
-                ready_shards.len() >= ctx.config.plan.shards().count()
-            };
-            if all && let Some(flag) = &ctx.config.ready {
-                flag.store(true, Ordering::Release);
-            }
-            tracing::info!(guilds = ready.guilds.len(), "ready");
+            ctx.start_voices(ready.user.id.get());
+            shard_ready(ctx, shard);
+            tracing::info!(shard, guilds = ready.guilds.len(), "ready");
+        }
+        Event::Resumed => {
+            shard_ready(ctx, shard);
+            tracing::info!(shard, "resumed");
+            ctx.rejoin(sender, shard, None);
         }
         Event::GuildCreate(g) => {
             let GuildCreate::Available(guild) = *g else {
                 return;
             };
-            lock(&ctx.guild_shards).insert(guild.id.get(), shard);
+            let id = guild.id.get();
+            lock(&ctx.guild_shards).insert(id, shard);
             {
                 let mut guilds = lock(&ctx.guilds);
                 for c in &guild.channels {
@@ -278,16 +472,16 @@ async fn handle(ctx: &Arc<Ctx>, sender: &MessageSender, shard: u32, event: Event
                     }
                 }
                 let bot = *lock(&ctx.bot_user);
+                for (user, _) in guilds.voice_states(id) {
+                    guilds.voice_state(id, user, None, false);
+                }
                 for vs in &guild.voice_states {
                     let user = vs.user_id.get();
-                    guilds.voice_state(
-                        guild.id.get(),
-                        user,
-                        vs.channel_id.map(|c| c.get()),
-                        Some(user) == bot,
-                    );
+                    guilds.voice_state(id, user, vs.channel_id.map(|c| c.get()), Some(user) == bot);
                 }
             }
+            ctx.persist(id);
+            ctx.rejoin(sender, shard, Some(id));
             let defs = commands::definitions(&ctx.config.command, &ctx.config.agents);
             if let Err(e) = ctx
                 .http
@@ -295,7 +489,7 @@ async fn handle(ctx: &Arc<Ctx>, sender: &MessageSender, shard: u32, event: Event
                 .set_guild_commands(guild.id, &defs)
                 .await
             {
-                tracing::warn!(guild = guild.id.get(), error = %e, "registering commands failed");
+                tracing::warn!(guild = id, error = %e, "registering commands failed");
             }
         }
         Event::VoiceStateUpdate(vs) => {
@@ -321,9 +515,21 @@ async fn handle(ctx: &Arc<Ctx>, sender: &MessageSender, shard: u32, event: Event
             } else if let (Some(v), Some(h)) = (ctx.voices(), humans) {
                 v.set_humans(guild, h);
             }
+            ctx.persist(guild);
         }
         Event::InteractionCreate(i) => interaction(ctx, sender, &i).await,
         _ => {}
+    }
+}
+
+fn shard_ready(ctx: &Ctx, shard: u32) {
+    let all = {
+        let mut ready_shards = lock(&ctx.ready_shards);
+        ready_shards.insert(shard);
+        ready_shards.len() >= ctx.config.plan.shards().count()
+    };
+    if all && let Some(flag) = &ctx.config.ready {
+        flag.store(true, Ordering::Release);
     }
 }
 
@@ -421,6 +627,7 @@ async fn interaction(ctx: &Ctx, sender: &MessageSender, i: &Interaction) {
                     }
                 }
             }
+            ctx.persist(guild.get());
             reply.content
         }
     };

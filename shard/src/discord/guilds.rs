@@ -97,6 +97,28 @@ impl Guilds {
         self.settings.insert(guild, settings);
     }
 
+    /// The settings a guild chose (`None`: it never ran a command; nothing to save).
+    pub fn chosen(&self, guild: u64) -> Option<&GuildSettings> {
+        self.settings.get(&guild)
+    }
+
+    /// Guilds whose bot is in (or joining) a voice channel, with the channel.
+    pub fn in_voice(&self) -> Vec<(u64, u64)> {
+        self.settings
+            .iter()
+            .filter_map(|(g, s)| Some((*g, s.channel?)))
+            .collect()
+    }
+
+    /// A guild's voice states: user → (channel, is a bot).
+    pub fn voice_states(&self, guild: u64) -> std::collections::BTreeMap<u64, (u64, bool)> {
+        self.voice
+            .iter()
+            .filter(|((g, _), _)| *g == guild)
+            .map(|((_, u), c)| (*u, (*c, self.bots.contains(u))))
+            .collect()
+    }
+
     /// Names a voice channel (from GUILD_CREATE).
     pub fn name_channel(&mut self, channel: u64, name: impl Into<String>) {
         self.channel_names.insert(channel, name.into());

@@ -75,6 +75,16 @@ pub struct Brains {
     pub observer: Option<broadcast::Sender<(u64, RoomEvent)>>,
 }
 
+/// A credential store in a config (its `Debug` shows nothing of it).
+#[derive(Clone)]
+pub struct Credentials(pub Arc<dyn CredentialStore>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(***)")
+    }
+}
+
 /// How to load [`Brains`].
 #[derive(Debug, Clone)]
 pub struct BrainsConfig {
@@ -88,6 +98,9 @@ pub struct BrainsConfig {
     pub gateway: Option<ClientConfig>,
     /// Where the gateway device identity is kept (`None`: in memory).
     pub state_dir: Option<std::path::PathBuf>,
+    /// The device identity's store when it is not a directory (Redis: the fleet's identity);
+    /// takes precedence over `state_dir`.
+    pub credentials: Option<Credentials>,
     /// Session scope.
     pub scope: String,
 }
@@ -101,6 +114,7 @@ impl Brains {
             workers,
             gateway,
             state_dir,
+            credentials,
             scope,
         } = config;
         let (pool, vads, voice, common) = tokio::task::spawn_blocking(move || {
@@ -139,9 +153,10 @@ impl Brains {
         let gateway = match gateway {
             None => None,
             Some(config) => {
-                let store: Arc<dyn CredentialStore> = match state_dir {
-                    Some(dir) => Arc::new(FileStore::new(dir)),
-                    None => Arc::new(MemoryStore::new()?),
+                let store: Arc<dyn CredentialStore> = match (credentials, state_dir) {
+                    (Some(c), _) => c.0,
+                    (None, Some(dir)) => Arc::new(FileStore::new(dir)),
+                    (None, None) => Arc::new(MemoryStore::new()?),
                 };
                 let client = GatewayClient::start(config, store);
                 client.wait_connected(Duration::from_secs(30)).await?;
@@ -257,6 +272,11 @@ impl Voices {
     /// Guilds with a voice connection.
     pub fn connected(&self) -> usize {
         lock(&self.guilds).len()
+    }
+
+    /// Whether the bot has a call (connected or connecting) in `guild`.
+    pub fn has_call(&self, guild: u64) -> bool {
+        lock(&self.guilds).contains_key(&guild)
     }
 
     /// Each voice guild's load: speakers listened to and turns waiting.

@@ -248,10 +248,15 @@ impl CredentialStore for FileStore {
 }
 
 /// Credentials kept in memory only (tests, or a pod whose state lives elsewhere).
-#[derive(Debug)]
 pub struct MemoryStore {
     seed: [u8; 32],
     token: std::sync::Mutex<Option<Secret>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryStore(***)")
+    }
 }
 
 impl MemoryStore {

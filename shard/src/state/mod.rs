@@ -199,8 +199,8 @@ impl FleetState {
     /// State mirrored to Redis. Connects lazily: a Redis that is down now only delays the
     /// writes (degraded mode). Spawns the writer task (call inside a tokio runtime).
     pub fn connect(config: &StateConfig) -> Result<Self, StateError> {
-        let client = redis::Client::open(config.url.expose())
-            .map_err(|e| StateError::Url(describe(&e)))?;
+        let client =
+            redis::Client::open(config.url.expose()).map_err(|e| StateError::Url(describe(&e)))?;
         let manager = ConnectionManager::new_lazy_with_config(
             client,
             ConnectionManagerConfig::new()
@@ -288,8 +288,7 @@ impl FleetState {
         let done = async {
             loop {
                 let written = self.inner.written.notified();
-                if lock(&self.inner.dirty).is_empty()
-                    && !self.inner.writing.load(Ordering::Acquire)
+                if lock(&self.inner.dirty).is_empty() && !self.inner.writing.load(Ordering::Acquire)
                 {
                     return;
                 }
@@ -363,7 +362,8 @@ impl FleetState {
             return Ok(Snapshot::default());
         };
         let unreachable = |e: redis::RedisError| StateError::Unreachable(describe(&e));
-        let ours = |guild: u64| shards.contains(&(((guild >> 22) % u64::from(count.max(1))) as u32));
+        let ours =
+            |guild: u64| shards.contains(&(((guild >> 22) % u64::from(count.max(1))) as u32));
         let mut snapshot = Snapshot::default();
         // The guilds: SCAN (never KEYS) for this bot's guild hashes.
         let pattern = self.key("guild:*");
@@ -457,7 +457,8 @@ impl FleetState {
         for (g, states) in &snapshot.voice {
             let states: BTreeMap<u64, SavedVoice> = states.iter().map(|(u, v)| (*u, *v)).collect();
             let fields = voice_fields(&states);
-            lock(&self.inner.mirror).insert(self.key(&format!("voice:{g}")), Entry::Hash(fields, None));
+            lock(&self.inner.mirror)
+                .insert(self.key(&format!("voice:{g}")), Entry::Hash(fields, None));
         }
         Ok(snapshot)
     }
@@ -475,7 +476,8 @@ impl FleetState {
         };
         let unreachable = |e: redis::RedisError| StateError::Unreachable(describe(&e));
         let key = self.key("openclaw:device");
-        let fresh = DeviceIdentity::generate().map_err(|e| StateError::Unreachable(e.to_string()))?;
+        let fresh =
+            DeviceIdentity::generate().map_err(|e| StateError::Unreachable(e.to_string()))?;
         let _: Option<String> = redis::cmd("SET")
             .arg(&key)
             .arg(fresh.seed().expose())
@@ -497,12 +499,12 @@ impl FleetState {
                 StateError::Unreachable(format!("{key} does not hold a 32-byte base64url seed"))
             })?;
         let identity = DeviceIdentity::from_seed(&seed);
-        self.set(
-            key,
-            Entry::Str(identity.seed().expose().to_string(), None),
-        );
+        self.set(key, Entry::Str(identity.seed().expose().to_string(), None));
         if let Some(t) = &token {
-            self.set(self.key("openclaw:device-token"), Entry::Str(t.clone(), None));
+            self.set(
+                self.key("openclaw:device-token"),
+                Entry::Str(t.clone(), None),
+            );
         }
         tracing::info!(device_id = %identity.id(), "OpenClaw device identity from Redis");
         Ok(Arc::new(RedisCredentials {
@@ -540,7 +542,10 @@ impl FleetState {
 fn guild_fields(s: &GuildSettings) -> Vec<(String, String)> {
     let mut fields = vec![
         ("agent".to_string(), s.agent.clone()),
-        ("sensitivity".to_string(), s.sensitivity.as_str().to_string()),
+        (
+            "sensitivity".to_string(),
+            s.sensitivity.as_str().to_string(),
+        ),
     ];
     if let Some(c) = s.channel {
         fields.push(("channel".into(), c.to_string()));
@@ -748,16 +753,30 @@ mod tests {
         };
         let map: HashMap<String, String> = guild_fields(&s).into_iter().collect();
         assert_eq!(parse_guild(1, &map), Some(s));
-        let map: HashMap<String, String> =
-            [("agent".to_string(), "jarvis".to_string()), ("sensitivity".into(), "loud".into())]
-                .into_iter()
-                .collect();
+        let map: HashMap<String, String> = [
+            ("agent".to_string(), "jarvis".to_string()),
+            ("sensitivity".into(), "loud".into()),
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(
             parse_guild(1, &map).map(|s| s.sensitivity),
             Some(Sensitivity::Low)
         );
-        assert_eq!(parse_voice("7:bot"), Some(SavedVoice { channel: 7, bot: true }));
-        assert_eq!(parse_voice("7"), Some(SavedVoice { channel: 7, bot: false }));
+        assert_eq!(
+            parse_voice("7:bot"),
+            Some(SavedVoice {
+                channel: 7,
+                bot: true
+            })
+        );
+        assert_eq!(
+            parse_voice("7"),
+            Some(SavedVoice {
+                channel: 7,
+                bot: false
+            })
+        );
         assert_eq!(parse_voice("x"), None);
     }
 

@@ -70,7 +70,7 @@ impl IdentifyQueue {
                 .arg(&inner.owner)
                 .arg("NX")
                 .arg("PX")
-                .arg(inner.interval.as_millis().max(1) as u64)
+                .arg(lease_ms(inner.interval))
                 .clone();
             match inner.state.query::<Option<String>>(&set).await {
                 Some(Ok(Some(_))) => {
@@ -115,6 +115,12 @@ impl IdentifyQueue {
     }
 }
 
+/// The slot's lease: the interval and 5% more, so that jitter between taking the slot and the
+/// IDENTIFY reaching Discord never brings two IDENTIFYs of a bucket closer than the interval.
+fn lease_ms(interval: Duration) -> u64 {
+    (interval.as_millis() as u64 * 21 / 20).max(1)
+}
+
 impl Queue for IdentifyQueue {
     fn enqueue(&self, shard: u32) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
@@ -139,7 +145,11 @@ mod tests {
         q.acquire(1).await;
         assert_eq!(start.elapsed(), Duration::ZERO, "two buckets go at once");
         q.acquire(2).await;
-        assert_eq!(start.elapsed(), Duration::from_secs(5), "bucket 0 again waits");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(5),
+            "bucket 0 again waits"
+        );
         let rx = q.enqueue(4);
         rx.await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(10));

@@ -1,0 +1,455 @@
+//! Fleet state: the real `voicebot-shard run` binary (`--no-voice`) against the Discord
+//! simulator and a real `redis-server` on a free port (with a password, which must never
+//! appear in the logs). A killed pod's replacement RESUMEs its gateway session, keeps every
+//! guild's settings and rejoins the voice channel; two pods sharing an IDENTIFY bucket are
+//! spaced by the interval; a Redis outage loses nothing, not even a change made during it.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use voicebot_discord_sim::{Guild, SimConfig, SimEvent, Simulator, User};
+
+const GUILD: u64 = 1_400_000_000_000_000_001;
+const LOUNGE: u64 = 1_400_000_000_000_000_010;
+const PASSWORD: &str = "s3cret-redis-pw";
+const PREFIX: &str = "voicebot:test:jarvis:";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("voicebot-fleet-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A real redis-server (installed by scripts/setup.sh) with a password, no persistence: a
+/// restart comes back empty, the worst case for the pods. Stopped when dropped.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let mut r = Self {
+            child: None,
+            port: free_port(),
+        };
+        r.restart();
+        r
+    }
+
+    /// Starts it (again) on the same port.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--requirepass",
+                PASSWORD,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup.sh installs it)");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        self.child = Some(child);
+    }
+
+    /// Kills it (SIGKILL: no goodbye).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://:{PASSWORD}@127.0.0.1:{}", self.port)
+    }
+
+    async fn hash(&self, key: &str) -> std::collections::HashMap<String, String> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return Default::default();
+        };
+        redis::cmd("HGETALL")
+            .arg(format!("{PREFIX}{key}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Polls until `key`'s hash satisfies `pred` (10 s).
+    async fn wait_hash(
+        &self,
+        key: &str,
+        pred: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+    ) -> std::collections::HashMap<String, String> {
+        let start = Instant::now();
+        loop {
+            let h = self.hash(key).await;
+            if pred(&h) {
+                return h;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{PREFIX}{key} never matched; it holds {h:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A shard pod: the real binary, as the operator starts it.
+struct Pod {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Pod {
+    fn start(sim: &Simulator, redis: &str, name: &str, shards: u32, dir: &std::path::Path) -> Self {
+        let config = SimConfig::default();
+        let log = dir.join(format!("{name}-{}.log", now_ms()));
+        let child = Command::new(env!("CARGO_BIN_EXE_voicebot-shard"))
+            .args(["run", "--no-voice", "--agents", "jarvis,sage"])
+            .env("DISCORD_TOKEN", &config.token)
+            .env("DISCORD_APPLICATION_ID", config.application_id.to_string())
+            .env("DISCORD_API_PROXY", sim.http_proxy())
+            .env("DISCORD_GATEWAY_URL", sim.gateway_url())
+            .env("SHARD_COUNT", shards.to_string())
+            .env("SHARDS_PER_POD", "1")
+            .env("POD_NAME", name)
+            .env("REDIS_URL", redis)
+            .env("VOICEBOT_REDIS_PREFIX", PREFIX)
+            .env("VOICEBOT_IDENTIFY_INTERVAL_MS", "1500")
+            .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("VOICEBOT_LOG", "debug")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// SIGKILL: the pod dies without closing anything.
+    fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait: the pod's logs.
+    async fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no stop on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// Runs a command and returns the bot's answer.
+async fn command(sim: &Simulator, user: &User, options: serde_json::Value) -> String {
+    let id = sim.run_command(GUILD, user, "jarvis", options).unwrap();
+    let e = sim
+        .wait_for(
+            "the command's answer",
+            |e| matches!(e, SimEvent::InteractionReply { interaction, .. } if *interaction == id),
+        )
+        .await
+        .unwrap();
+    let SimEvent::InteractionReply { content, .. } = e else {
+        unreachable!()
+    };
+    content
+}
+
+fn option(name: &str, option: &str, value: &str) -> serde_json::Value {
+    json!([{"name": name, "type": 1, "options": [{"name": option, "type": 3, "value": value}]}])
+}
+
+async fn commands_registered(sim: &Simulator, after: usize) {
+    let start = Instant::now();
+    while !sim.history()[after..].iter().any(|e| {
+        matches!(
+            e,
+            SimEvent::Commands {
+                guild: Some(GUILD),
+                ..
+            }
+        )
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:#?}",
+            sim.history()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_after(sim: &Simulator, after: usize, what: &str, pred: impl Fn(&SimEvent) -> bool) {
+    let start = Instant::now();
+    while !sim.history()[after..].iter().any(&pred) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never saw {what} after event {after}: {:#?}",
+            &sim.history()[after..]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_no_secrets(logs: &str) {
+    let config = SimConfig::default();
+    assert!(
+        !logs.contains(&config.token),
+        "the bot token is in the logs"
+    );
+    assert!(
+        !logs.contains(PASSWORD),
+        "the Redis password is in the logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pod_is_replaced_by_one_that_resumes_keeps_settings_and_rejoins_voice() {
+    let redis = Redis::start();
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let ann = User::new(1_500_000_000_000_000_001, "Ann", false);
+    sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
+    let dir = scratch("restart");
+    let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
+    commands_registered(&sim, 0).await;
+
+    sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    command(&sim, &ann, option("agent", "name", "sage")).await;
+    command(&sim, &ann, option("sensitivity", "level", "high")).await;
+    let joined = command(&sim, &ann, json!([{"name": "join", "type": 1}])).await;
+    assert_eq!(joined, "Joining Lounge — sage is listening.");
+    // What Redis holds: the guild's settings and channel, who is in voice, the session.
+    let guild = redis
+        .wait_hash(&format!("guild:{GUILD}"), |h| h.get("channel").is_some())
+        .await;
+    assert_eq!(guild["agent"], "sage");
+    assert_eq!(guild["sensitivity"], "high");
+    assert_eq!(guild["channel"], LOUNGE.to_string());
+    let voice = redis
+        .wait_hash(&format!("voice:{GUILD}"), |h| {
+            h.contains_key(&ann.id.to_string())
+        })
+        .await;
+    assert_eq!(voice[&ann.id.to_string()], LOUNGE.to_string());
+    let session = redis
+        .wait_hash("shard:1:0:session", |h| h.contains_key("id"))
+        .await;
+    assert!(session["id"].starts_with("sim-session-"), "{session:?}");
+
+    // The pod is killed; its replacement starts.
+    let logs = pod.kill();
+    assert_no_secrets(&logs);
+    let mark = sim.history().len();
+    let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
+    wait_after(&sim, mark, "a RESUME", |e| {
+        matches!(e, SimEvent::Resume { session_id, accepted: true, .. } if *session_id == session["id"])
+    })
+    .await;
+    wait_after(&sim, mark, "the voice channel joined again", |e| {
+        *e == SimEvent::VoiceState {
+            guild: GUILD,
+            channel: Some(LOUNGE),
+        }
+    })
+    .await;
+    assert!(
+        !sim.history()[mark..]
+            .iter()
+            .any(|e| matches!(e, SimEvent::Identify { .. })),
+        "the replacement IDENTIFYed instead of resuming: {:#?}",
+        &sim.history()[mark..]
+    );
+    let status = command(&sim, &ann, json!([{"name": "status", "type": 1}])).await;
+    assert!(
+        status.starts_with("Agent sage, sensitivity high, in "),
+        "{status}"
+    );
+    // A clean stop saves the session for the next pod too.
+    let logs = pod.stop().await;
+    assert_no_secrets(&logs);
+    let mark = sim.history().len();
+    let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
+    wait_after(&sim, mark, "a RESUME after a clean stop", |e| {
+        matches!(e, SimEvent::Resume { accepted: true, .. })
+    })
+    .await;
+    assert_no_secrets(&pod.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pods_sharing_a_bucket_identify_at_least_the_interval_apart() {
+    let redis = Redis::start();
+    let sim = Simulator::start(SimConfig {
+        shards: 2,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = scratch("bucket");
+    // max_concurrency 1: shards 0 and 1 share bucket 0. Both pods start at once.
+    let a = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 2, &dir);
+    let b = Pod::start(&sim, &redis.url(), "jarvis-shard-1", 2, &dir);
+    let start = Instant::now();
+    let identifies = loop {
+        let ids: Vec<(u32, u64)> = sim
+            .history()
+            .iter()
+            .filter_map(|e| match e {
+                SimEvent::Identify { shard, at_ms, .. } => Some((shard[0], *at_ms)),
+                _ => None,
+            })
+            .collect();
+        if ids.len() >= 2 {
+            break ids;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{ids:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let shards: std::collections::BTreeSet<u32> = identifies.iter().map(|i| i.0).collect();
+    assert_eq!(shards.len(), 2, "{identifies:?}");
+    let gap = identifies[1].1.abs_diff(identifies[0].1);
+    eprintln!("IDENTIFY gap between the two pods: {gap} ms (interval 1500 ms)");
+    assert!(gap >= 1500, "IDENTIFYs {gap} ms apart: {identifies:?}");
+    assert_no_secrets(&a.stop().await);
+    assert_no_secrets(&b.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_loses_nothing_not_even_a_change_made_during_it() {
+    let mut redis = Redis::start();
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let ann = User::new(1_500_000_000_000_000_001, "Ann", false);
+    sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
+    let dir = scratch("outage");
+    let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
+    commands_registered(&sim, 0).await;
+    sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    command(&sim, &ann, json!([{"name": "join", "type": 1}])).await;
+    redis
+        .wait_hash(&format!("guild:{GUILD}"), |h| h.get("channel").is_some())
+        .await;
+
+    // Redis dies. The bot keeps answering; a change made now is kept.
+    redis.kill();
+    let changed = command(&sim, &ann, option("agent", "name", "sage")).await;
+    assert_eq!(changed, "sage will answer from now on.");
+    command(&sim, &ann, option("sensitivity", "level", "medium")).await;
+    let status = command(&sim, &ann, json!([{"name": "status", "type": 1}])).await;
+    assert!(
+        status.starts_with("Agent sage, sensitivity medium, in Lounge"),
+        "{status}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Redis comes back empty: the pod writes back everything it holds.
+    redis.restart();
+    let guild = redis
+        .wait_hash(&format!("guild:{GUILD}"), |h| {
+            h.get("agent").is_some_and(|a| a == "sage")
+        })
+        .await;
+    assert_eq!(guild["sensitivity"], "medium");
+    assert_eq!(guild["channel"], LOUNGE.to_string());
+    redis
+        .wait_hash(&format!("voice:{GUILD}"), |h| !h.is_empty())
+        .await;
+    redis
+        .wait_hash("shard:1:0:session", |h| h.contains_key("id"))
+        .await;
+    let logs = pod.kill();
+    assert!(logs.contains("Redis is unreachable"), "{logs}");
+    assert!(logs.contains("Redis answers again"), "{logs}");
+    assert_no_secrets(&logs);
+
+    // And a new pod finds it all.
+    let mark = sim.history().len();
+    let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
+    wait_after(&sim, mark, "a RESUME", |e| {
+        matches!(e, SimEvent::Resume { accepted: true, .. })
+    })
+    .await;
+    let status = command(&sim, &ann, json!([{"name": "status", "type": 1}])).await;
+    assert!(
+        status.starts_with("Agent sage, sensitivity medium, in "),
+        "{status}"
+    );
+    assert_no_secrets(&pod.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_started_while_redis_is_down_serves_and_writes_back_later() {
+    let mut redis = Redis::start();
+    redis.kill();
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let ann = User::new(1_500_000_000_000_000_001, "Ann", false);
+    sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
+    let dir = scratch("down");
+    let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
+    commands_registered(&sim, 0).await;
+    let changed = command(&sim, &ann, option("agent", "name", "sage")).await;
+    assert_eq!(changed, "sage will answer from now on.");
+    redis.restart();
+    redis
+        .wait_hash(&format!("guild:{GUILD}"), |h| {
+            h.get("agent").is_some_and(|a| a == "sage")
+        })
+        .await;
+    let logs = pod.stop().await;
+    assert!(logs.contains("fleet state not loaded"), "{logs}");
+    assert_no_secrets(&logs);
+}
