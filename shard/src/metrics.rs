@@ -141,12 +141,21 @@ impl ShardMetrics {
                     .with_label_values(&[reason.label(), shard.as_str()])
                     .inc();
             }
-            RoomEvent::SpeechStarted { .. } | RoomEvent::Heard { .. } => {}
+            RoomEvent::SpeechStarted { .. }
+            | RoomEvent::Heard { .. }
+            | RoomEvent::ReplyStarted { .. } => {}
         }
     }
 
     fn turn(&self, shard: &str, t: &TurnRecord) {
         let agent = agent_label(&t.agent);
+        if t.reply.reason == crate::converse::relevance::Reason::Recovered {
+            // A previous pod's reply spoken again: no stage of this pod to time.
+            self.turns
+                .with_label_values(&["recovered", agent.as_str(), shard])
+                .inc();
+            return;
+        }
         let labels = |stage: &'static str| [stage, agent.as_str(), shard];
         let observe_ms = |stage: &'static str, ms: f64| {
             if ms.is_finite() && ms >= 0.0 {

@@ -6,7 +6,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -14,114 +14,15 @@ use voicebot_discord_sim::{Guild, SimConfig, SimEvent, Simulator, User};
 
 const GUILD: u64 = 1_400_000_000_000_000_001;
 const LOUNGE: u64 = 1_400_000_000_000_000_010;
-const PASSWORD: &str = "s3cret-redis-pw";
-const PREFIX: &str = "voicebot:test:jarvis:";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+
+use common::fleet::{PASSWORD, PREFIX, Redis, free_port};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("voicebot-fleet-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// A real redis-server (installed by scripts/setup.sh) with a password, no persistence: a
-/// restart comes back empty, the worst case for the pods. Stopped when dropped.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let mut r = Self {
-            child: None,
-            port: free_port(),
-        };
-        r.restart();
-        r
-    }
-
-    /// Starts it (again) on the same port.
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--requirepass",
-                PASSWORD,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup.sh installs it)");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        self.child = Some(child);
-    }
-
-    /// Kills it (SIGKILL: no goodbye).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://:{PASSWORD}@127.0.0.1:{}", self.port)
-    }
-
-    async fn hash(&self, key: &str) -> std::collections::HashMap<String, String> {
-        let client = redis::Client::open(self.url()).unwrap();
-        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-            return Default::default();
-        };
-        redis::cmd("HGETALL")
-            .arg(format!("{PREFIX}{key}"))
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default()
-    }
-
-    /// Polls until `key`'s hash satisfies `pred` (10 s).
-    async fn wait_hash(
-        &self,
-        key: &str,
-        pred: impl Fn(&std::collections::HashMap<String, String>) -> bool,
-    ) -> std::collections::HashMap<String, String> {
-        let start = Instant::now();
-        loop {
-            let h = self.hash(key).await;
-            if pred(&h) {
-                return h;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{PREFIX}{key} never matched; it holds {h:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A shard pod: the real binary, as the operator starts it.

@@ -73,7 +73,10 @@ impl Classifier for GatewayClassifier {
     ) -> Pin<Box<dyn Future<Output = Result<f32, String>> + Send + 'a>> {
         Box::pin(async move {
             let key = session_key(agent, "classifier", &self.conversation);
-            let options = ChatOptions { interrupt: true };
+            let options = ChatOptions {
+                interrupt: true,
+                ..ChatOptions::default()
+            };
             let stream = self
                 .client
                 .chat(&key, &prompt(agent, context, text), options)

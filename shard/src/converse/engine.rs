@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::context::Transcript;
 use super::relevance::{Classifier, Reason, Relevance, Sensitivity, Turn};
 use crate::lock;
-use crate::openclaw::{ChatOptions, GatewayClient, ReplyEvent};
+use crate::openclaw::{ChatOptions, GatewayClient, ReplyEvent, RunState, new_run_id};
 use crate::speak::sentences::SentenceSplitter;
 use crate::speak::tts::Voice;
 
@@ -190,19 +190,34 @@ impl Conversation {
     /// Starts the agent's reply to `message`: written by the gateway, split into sentences and
     /// spoken, sentence by sentence, into the returned [`ActiveReply`].
     pub fn start_reply(&self, message: String) -> Option<ActiveReply> {
+        self.reply_from(Source::Chat(message), new_run_id())
+    }
+
+    /// Speaks again a reply of this conversation that a previous pod was speaking when it
+    /// stopped: waits for the run to finish at the gateway (`chat.history`), then speaks it.
+    pub fn start_recovered(&self, run_id: String) -> Option<ActiveReply> {
+        self.reply_from(Source::Recover, run_id)
+    }
+
+    fn reply_from(&self, source: Source, run_id: String) -> Option<ActiveReply> {
         let client = self.client.clone()?;
-        let state = Arc::new(std::sync::Mutex::new(ReplyState::default()));
+        let state = Arc::new(std::sync::Mutex::new(ReplyState {
+            run_id: Some(run_id.clone()),
+            ..ReplyState::default()
+        }));
         let (chunk_tx, chunk_rx) = mpsc::channel(8);
         let task = tokio::spawn(run_reply(
             client.clone(),
             self.session_key.clone(),
-            message,
+            source,
+            run_id.clone(),
             self.voice.clone(),
             state.clone(),
             chunk_tx,
         ));
         Some(ActiveReply {
             client,
+            run_id,
             session_key: self.session_key.clone(),
             sample_rate: self.voice.as_ref().map_or(0, Voice::sample_rate),
             state,
@@ -292,6 +307,7 @@ struct ReplyState {
 /// [`ActiveReply::barge_in`].
 pub struct ActiveReply {
     client: GatewayClient,
+    run_id: String,
     session_key: String,
     /// Sample rate of the chunks' audio.
     pub sample_rate: u32,
@@ -301,6 +317,16 @@ pub struct ActiveReply {
 }
 
 impl ActiveReply {
+    /// The run at the gateway (chosen before it starts, so it can be recorded).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The conversation's session key.
+    pub fn session_key(&self) -> &str {
+        &self.session_key
+    }
+
     /// The next spoken sentence; `None` when the reply is over.
     pub async fn next_chunk(&mut self) -> Option<SpokenChunk> {
         self.chunks.recv().await
@@ -359,11 +385,23 @@ async fn speak(voice: Option<&Voice>, sentence: &str) -> (Vec<f32>, Option<Insta
     collected
 }
 
+/// Where a reply's text comes from.
+enum Source {
+    /// A new message to the agent, streamed back.
+    Chat(String),
+    /// A run already started (by a previous pod): its finished text from `chat.history`.
+    Recover,
+}
+
+/// How long a recovered run may still take to finish.
+const RECOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The reply task: gateway deltas → sentences → (TTS task) → spoken chunks.
 async fn run_reply(
     client: GatewayClient,
     session_key: String,
-    message: String,
+    source: Source,
+    run_id: String,
     voice: Option<Voice>,
     state: Arc<std::sync::Mutex<ReplyState>>,
     chunks: mpsc::Sender<SpokenChunk>,
@@ -396,10 +434,26 @@ async fn run_reply(
 
     let sent = Instant::now();
     let mut splitter = SentenceSplitter::default();
-    match client
-        .chat(&session_key, &message, ChatOptions::default())
-        .await
-    {
+    let message = match source {
+        Source::Chat(message) => message,
+        Source::Recover => {
+            let text = recovered_text(&client, &session_key, &run_id, &state).await;
+            let mut sentences = splitter.push(&text);
+            sentences.extend(splitter.finish());
+            lock(&state).outcome.text = text;
+            for s in sentences {
+                let _ = sentence_tx.send((s, Instant::now())).await;
+            }
+            drop(sentence_tx);
+            let _ = (&mut tts.0).await;
+            return;
+        }
+    };
+    let options = ChatOptions {
+        run_id: Some(run_id),
+        ..ChatOptions::default()
+    };
+    match client.chat(&session_key, &message, options).await {
         Err(e) => lock(&state).outcome.error = Some(e.to_string()),
         Ok(mut stream) => {
             lock(&state).run_id = Some(stream.run_id().to_string());
@@ -451,6 +505,37 @@ async fn run_reply(
     }
     drop(sentence_tx);
     let _ = (&mut tts.0).await;
+}
+
+/// The finished text of a run, waiting (polling `chat.history`) while it is still written;
+/// empty when the run is gone or does not finish in time (the error says which).
+async fn recovered_text(
+    client: &GatewayClient,
+    session_key: &str,
+    run_id: &str,
+    state: &std::sync::Mutex<ReplyState>,
+) -> String {
+    let start = Instant::now();
+    loop {
+        match client.run_state(session_key, run_id).await {
+            Ok(RunState::Finished(text)) => return text,
+            Ok(RunState::Missing) => {
+                lock(state).outcome.error = Some("the run is not in the session's history".into());
+                return String::new();
+            }
+            Ok(RunState::InFlight(_)) if start.elapsed() < RECOVER_WAIT => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Ok(RunState::InFlight(_)) => {
+                lock(state).outcome.error = Some("the run did not finish in time".into());
+                return String::new();
+            }
+            Err(e) => {
+                lock(state).outcome.error = Some(e.to_string());
+                return String::new();
+            }
+        }
+    }
 }
 
 /// Aborts the task when dropped (a barge-in aborts the reply task, and with it its TTS task).

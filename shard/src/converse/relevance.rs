@@ -89,6 +89,8 @@ pub enum Reason {
     },
     /// Nothing was said (empty transcript).
     Empty,
+    /// Not a heard turn: a reply a previous pod was speaking, spoken again after a restart.
+    Recovered,
 }
 
 impl Reason {
@@ -103,6 +105,7 @@ impl Reason {
             Self::NotAddressed => "not_addressed",
             Self::ClassifierUnavailable { .. } => "classifier_unavailable",
             Self::Empty => "empty",
+            Self::Recovered => "recovered",
         }
     }
 }

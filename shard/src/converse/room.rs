@@ -156,6 +156,14 @@ pub enum RoomEvent {
         /// What.
         utterance: Utterance,
     },
+    /// A reply run started at the gateway (recorded in the fleet state until its turn ends,
+    /// so a pod that replaces this one can speak it).
+    ReplyStarted {
+        /// The conversation's session key.
+        session: String,
+        /// The run.
+        run: String,
+    },
     /// A turn was handled (answered or not).
     Turn(Box<TurnRecord>),
     /// The bot stops talking because a human started (sent as the playout stops, before the
@@ -234,6 +242,8 @@ struct QueuedTurn {
     speaker: String,
     utterance: Utterance,
     queued: Instant,
+    /// Not a heard turn: a run of a previous pod to speak (its id).
+    recover: Option<String>,
 }
 
 struct Inner {
@@ -298,6 +308,7 @@ impl Inner {
             speaker: speaker.to_string(),
             utterance,
             queued: Instant::now(),
+            recover: None,
         };
         self.set_state(speaker, SpeakerState::Thinking);
         if self.turns.try_send(turn).is_err() {
@@ -381,6 +392,29 @@ impl Room {
     /// Humans in the channel (one: solo mode).
     pub fn set_humans(&self, humans: usize) {
         self.inner.humans.store(humans, Ordering::Relaxed);
+    }
+
+    /// Speaks a reply that a previous pod was speaking in this conversation when it stopped
+    /// (`run` from the fleet state): queued like a turn; the reply worker waits for the run to
+    /// finish at the gateway and speaks it. The turn it yields has the reason `recovered`.
+    pub fn recover(&self, run: String) -> bool {
+        let utterance = Utterance {
+            start_ms: 0,
+            end_ms: 0,
+            committed_ms: 0,
+            ready_ms: 0,
+            transcript: String::new(),
+            turn_complete: 1.0,
+            commit: crate::listen::CommitReason::EndOfInput,
+            stages_ms: crate::listen::StagesMs::default(),
+        };
+        let turn = QueuedTurn {
+            speaker: RECOVERED_SPEAKER.to_string(),
+            utterance,
+            queued: Instant::now(),
+            recover: Some(run),
+        };
+        self.inner.turns.try_send(turn).is_ok()
     }
 
     /// Changes how readily the agent answers, from the next turn on.
@@ -535,6 +569,9 @@ async fn speaker_task(
     lock(&inner.states).remove(&speaker);
 }
 
+/// The speaker of a recovered reply's turn record.
+pub const RECOVERED_SPEAKER: &str = "(recovered)";
+
 /// Answers the room's turns one at a time.
 async fn reply_worker(
     inner: Arc<Inner>,
@@ -554,9 +591,26 @@ async fn reply_worker(
             conversation.set_sensitivity(s);
         }
         let said_at = inner.clock_ms();
-        let (reply, message) = conversation
-            .decide(&turn.speaker, &turn.utterance.transcript, said_at)
-            .await;
+        let (reply, message) = match &turn.recover {
+            Some(_) => (
+                TurnReply {
+                    addressed: true,
+                    reason: super::relevance::Reason::Recovered,
+                    reply: None,
+                    error: None,
+                    stages_ms: super::engine::ReplyStages::default(),
+                    first_audio_ms: None,
+                    audio: Vec::new(),
+                    sample_rate: 0,
+                },
+                None,
+            ),
+            None => {
+                conversation
+                    .decide(&turn.speaker, &turn.utterance.transcript, said_at)
+                    .await
+            }
+        };
         let started = Instant::now();
         let addressed = reply.addressed;
         let mut record = TurnRecord {
@@ -570,7 +624,17 @@ async fn reply_worker(
             barged_in: false,
             gateway_aborted: false,
         };
-        match message.and_then(|m| conversation.start_reply(m)) {
+        let active = match turn.recover {
+            Some(run) => conversation.start_recovered(run),
+            None => message.and_then(|m| conversation.start_reply(m)),
+        };
+        if let Some(a) = &active {
+            inner.emit(RoomEvent::ReplyStarted {
+                session: a.session_key().to_string(),
+                run: a.run_id().to_string(),
+            });
+        }
+        match active {
             None => {
                 let counter = if addressed {
                     &inner.stats.answered

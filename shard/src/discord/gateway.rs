@@ -28,11 +28,12 @@ use super::guilds::{Guilds, VoiceAction};
 use super::plan::ShardPlan;
 use super::voice::{Brains, Voices};
 use crate::converse::relevance::Sensitivity;
+use crate::converse::room::RoomEvent;
 use crate::lock;
 use crate::metrics::{Gauge, ShardMetrics};
 use crate::secret::Secret;
 use crate::state::queue::IdentifyQueue;
-use crate::state::{FleetState, SavedSession, SavedVoice, Snapshot};
+use crate::state::{FleetState, SavedRun, SavedSession, SavedVoice, Snapshot};
 
 /// How the shard reaches Discord and what it offers.
 #[derive(Clone)]
@@ -131,6 +132,8 @@ struct Ctx {
     guild_shards: Mutex<HashMap<u64, u32>>,
     /// Shards that have received READY or RESUMED.
     ready_shards: Mutex<HashSet<u32>>,
+    /// Replies a previous pod was speaking, by guild: spoken once voice is back.
+    pending_runs: Mutex<HashMap<u64, SavedRun>>,
 }
 
 impl Ctx {
@@ -157,9 +160,11 @@ impl Ctx {
             self.config.plan.count,
             bot,
         ));
-        if self.voices.set(voices.clone()).is_ok()
-            && let Some(metrics) = self.config.metrics.clone()
-        {
+        if self.voices.set(voices.clone()).is_err() {
+            return;
+        }
+        tokio::spawn(record_runs(voices.clone(), self.config.state.clone()));
+        if let Some(metrics) = self.config.metrics.clone() {
             tokio::spawn(count_rooms(Arc::downgrade(self), voices, metrics));
         }
     }
@@ -228,8 +233,9 @@ impl Ctx {
                     let g = lock(&self.guilds);
                     (g.settings(guild), g.humans_in(guild, channel))
                 };
+                let pending = lock(&self.pending_runs).remove(&guild);
                 tokio::spawn(async move {
-                    if let Err(e) = voices
+                    match voices
                         .join(
                             guild,
                             channel,
@@ -239,7 +245,12 @@ impl Ctx {
                         )
                         .await
                     {
-                        tracing::warn!(guild, error = %e, "joining voice failed");
+                        Ok(()) => {
+                            if let Some(run) = pending {
+                                voices.recover(guild, &settings.agent, &run);
+                            }
+                        }
+                        Err(e) => tracing::warn!(guild, error = %e, "joining voice failed"),
                     }
                 });
             }
@@ -365,6 +376,7 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
         voices: std::sync::OnceLock::new(),
         guild_shards: Mutex::new(guild_shards),
         ready_shards: Mutex::new(HashSet::new()),
+        pending_runs: Mutex::new(recent_runs(&config.state, snapshot.runs)),
         config,
     });
     if let Some(bot) = bot_user {
@@ -530,6 +542,70 @@ fn shard_ready(ctx: &Ctx, shard: u32) {
     };
     if all && let Some(flag) = &ctx.config.ready {
         flag.store(true, Ordering::Release);
+    }
+}
+
+/// A reply older than this when the pod restarts is not spoken again.
+const RECOVER_WITHIN_MS: u64 = 60_000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The saved runs still worth speaking; the others are forgotten.
+fn recent_runs(state: &FleetState, runs: HashMap<u64, SavedRun>) -> HashMap<u64, SavedRun> {
+    let now = now_ms();
+    runs.into_iter()
+        .filter(|(guild, run)| {
+            let recent = now.saturating_sub(run.started_ms) <= RECOVER_WITHIN_MS;
+            if !recent {
+                state.save_run(*guild, None);
+            }
+            recent
+        })
+        .collect()
+}
+
+/// The run each guild's bot is speaking, mirrored to the fleet state (from the rooms' events,
+/// never from the audio path): recorded when it starts, cleared when its turn ends.
+async fn record_runs(voices: Arc<Voices>, state: FleetState) {
+    let mut rx = voices.subscribe();
+    drop(voices);
+    loop {
+        match rx.recv().await {
+            Ok((guild, RoomEvent::ReplyStarted { session, run })) => {
+                let run = SavedRun {
+                    session,
+                    run,
+                    started_ms: now_ms(),
+                };
+                state.save_run(guild, Some(&run));
+            }
+            Ok((guild, RoomEvent::Turn(t))) => {
+                state.save_run(guild, None);
+                tracing::info!(
+                    guild,
+                    agent = %t.agent,
+                    addressed = t.reply.addressed,
+                    reason = t.reply.reason.label(),
+                    latency_ms = t.latency_ms().map(|l| l.round() as u64),
+                    barged_in = t.barged_in,
+                    error = t.reply.error.as_deref(),
+                    "turn"
+                );
+                tracing::debug!(guild, heard = %t.utterance.transcript, said = %t.heard, "turn text");
+            }
+            Ok((guild, RoomEvent::Dropped { reason, .. })) => {
+                tracing::info!(guild, reason = reason.label(), "turn dropped");
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "the run recorder fell behind the rooms' events");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

@@ -41,6 +41,7 @@ use crate::openclaw::device::{CredentialStore, FileStore, MemoryStore};
 use crate::openclaw::{ClientConfig, GatewayClient, session_key};
 use crate::speak::tts::Voice;
 use crate::speak::tts::piper::PiperVoice;
+use crate::state::SavedRun;
 
 use super::guilds::Latencies;
 
@@ -358,6 +359,27 @@ impl Voices {
         } else {
             lock(&g.room).set_sensitivity(sensitivity);
         }
+    }
+
+    /// Speaks a reply that a previous pod was speaking in `guild` when it stopped, if it belongs
+    /// to the conversation the guild has now (same agent). Returns whether it was queued.
+    pub fn recover(&self, guild: u64, agent: &str, saved: &SavedRun) -> bool {
+        let expected = session_key(agent, &self.brains.scope, &format!("guild-{guild}"));
+        if expected != saved.session {
+            tracing::info!(
+                guild,
+                "the guild's agent changed since the run was recorded; not recovering it"
+            );
+            return false;
+        }
+        let Some(room) = lock(&self.guilds)
+            .get(&guild)
+            .map(|g| lock(&g.room).clone())
+        else {
+            return false;
+        };
+        tracing::info!(guild, run = %saved.run, "speaking the reply the previous pod was speaking");
+        room.recover(saved.run.clone())
     }
 
     /// Joins `channel` in `guild` with `agent` answering; returns once connected (or failed).

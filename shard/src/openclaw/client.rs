@@ -176,6 +176,20 @@ pub enum Status {
 pub struct ChatOptions {
     /// `queueMode: "interrupt"`: a run already going in this session is aborted.
     pub interrupt: bool,
+    /// The run id (= idempotency key) to use instead of a fresh one: a caller that records
+    /// the run before it starts (fleet state) chooses it with [`new_run_id`].
+    pub run_id: Option<String>,
+}
+
+/// Where a run stands, from `chat.history` (after a restart: a reply the pod was speaking).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// Still being written: the text so far.
+    InFlight(String),
+    /// Finished: the assistant's whole reply.
+    Finished(String),
+    /// The session holds no such run (never started, or aborted without text).
+    Missing,
 }
 
 /// What a reply stream yields.
@@ -359,9 +373,7 @@ impl GatewayClient {
         options: ChatOptions,
     ) -> Result<ReplyStream, ClientError> {
         let started = tokio::time::Instant::now();
-        let (run_id, rx, guard) = self
-            .send_run(session_key, message, options.interrupt)
-            .await?;
+        let (run_id, rx, guard) = self.send_run(session_key, message, options).await?;
         let config = &self.shared.config;
         Ok(ReplyStream {
             client: self.clone(),
@@ -384,9 +396,10 @@ impl GatewayClient {
         &self,
         session_key: &str,
         message: &str,
-        interrupt: bool,
+        options: ChatOptions,
     ) -> Result<(String, RunReceiver, RunGuard), ClientError> {
-        let run_id = new_run_id();
+        let interrupt = options.interrupt;
+        let run_id = options.run_id.unwrap_or_else(new_run_id);
         let (tx, rx) = mpsc::channel(1024);
         lock(&self.shared.runs).insert(run_id.clone(), (session_key.to_string(), tx));
         let guard = RunGuard {
@@ -422,6 +435,15 @@ impl GatewayClient {
             .any(|(id, (key, _))| id != run_id && key == session_key)
     }
 
+    /// Where `run` of `session_key` stands (`chat.history`): in flight with its text so far,
+    /// finished with its reply, or missing.
+    pub async fn run_state(&self, session_key: &str, run: &str) -> Result<RunState, ClientError> {
+        let history = self
+            .request("chat.history", json!({ "sessionKey": session_key }))
+            .await?;
+        Ok(run_state_in(&history, run))
+    }
+
     /// Aborts a run (barge-in). Returns whether the gateway aborted something.
     pub async fn abort(&self, session_key: &str, run_id: &str) -> Result<bool, ClientError> {
         let payload = self
@@ -444,7 +466,35 @@ impl GatewayClient {
     }
 }
 
-fn new_run_id() -> String {
+/// Reads a run's state out of a `chat.history` answer.
+fn run_state_in(history: &Value, run: &str) -> RunState {
+    let in_flight = &history["inFlightRun"];
+    if in_flight["runId"].as_str() == Some(run) {
+        return RunState::InFlight(in_flight["text"].as_str().unwrap_or_default().to_string());
+    }
+    let reply = history["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "assistant" && m["__openclaw"]["runId"].as_str() == Some(run))
+        .map(|m| match &m["content"] {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(""),
+            _ => String::new(),
+        })
+        .next_back();
+    match reply {
+        Some(text) if !text.trim().is_empty() => RunState::Finished(text.trim().to_string()),
+        _ => RunState::Missing,
+    }
+}
+
+/// A fresh run id (`vb-` and 24 random hex digits).
+pub fn new_run_id() -> String {
     let mut bytes = [0u8; 12];
     if getrandom::fill(&mut bytes).is_err() {
         let nanos = std::time::SystemTime::now()
@@ -592,7 +642,14 @@ impl ReplyStream {
                     tokio::time::sleep(Duration::from_millis(250 << self.recoveries)).await;
                     match self
                         .client
-                        .send_run(&self.session_key, &self.message, true)
+                        .send_run(
+                            &self.session_key,
+                            &self.message,
+                            ChatOptions {
+                                interrupt: true,
+                                run_id: None,
+                            },
+                        )
                         .await
                     {
                         Ok((run_id, rx, guard)) => {

@@ -10,7 +10,8 @@ pub mod device;
 pub mod frames;
 
 pub use client::{
-    ChatOptions, ClientConfig, ClientError, GatewayClient, ReplyEvent, ReplyStream, Status,
+    ChatOptions, ClientConfig, ClientError, GatewayClient, ReplyEvent, ReplyStream, RunState,
+    Status, new_run_id,
 };
 
 /// The session key of a conversation: `agent:<agent>:<surface>:<conversation>`.

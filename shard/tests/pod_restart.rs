@@ -1,0 +1,257 @@
+//! A pod killed in the middle of a spoken reply, with everything real: the `voicebot-shard run`
+//! binary (models, twilight, songbird), a real OpenClaw gateway, a real redis-server and the
+//! Discord simulator with TLS voice and RTP. Its replacement RESUMEs the gateway session,
+//! rejoins the voice channel, speaks the reply the dead pod was speaking (the gateway kept
+//! writing it; `chat.history` gives it back) and answers the next question. The time from the
+//! kill to the voice connection being back is printed (`pod kill → voice rejoined`).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+#[path = "../../demo/src/local_gateway.rs"]
+mod gateway;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use voicebot_discord_sim::{BotAudio, Guild, SimConfig, SimEvent, Simulator, TlsIdentity, User};
+use voicebot_shard::audio;
+use voicebot_shard::listen::ListenerConfig;
+
+use common::fleet::{PREFIX, Redis, free_port};
+use common::{silence, speak};
+
+const GUILD: u64 = 1_800_000_000_000_000_001;
+const LOUNGE: u64 = 1_800_000_000_000_000_010;
+
+struct Pod(Child, PathBuf);
+
+impl Pod {
+    fn start(sim: &Simulator, redis: &Redis, cert: &Path, n: u32) -> Self {
+        let config = SimConfig::default();
+        let gw = gateway::shared_gateway().client_config();
+        let log = common::scratch().join(format!("pod-{n}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_voicebot-shard"))
+            .args(["run", "--workers", "1", "--agents", "jarvis,sage"])
+            .env("DISCORD_TOKEN", &config.token)
+            .env("DISCORD_APPLICATION_ID", config.application_id.to_string())
+            .env("DISCORD_API_PROXY", sim.http_proxy())
+            .env("DISCORD_GATEWAY_URL", sim.gateway_url())
+            .env("SSL_CERT_FILE", cert)
+            .env("POD_NAME", "jarvis-shard-0")
+            .env("REDIS_URL", redis.url())
+            .env("VOICEBOT_REDIS_PREFIX", PREFIX)
+            .env("OPENCLAW_GATEWAY_URL", &gw.url)
+            .env(
+                "OPENCLAW_GATEWAY_TOKEN",
+                gw.token.as_ref().map(|t| t.expose()).unwrap_or_default(),
+            )
+            .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("VOICEBOT_LOG", "info,voicebot_shard=debug")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self(child, log)
+    }
+
+    fn kill(mut self) -> String {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whisper on what the simulator recorded (48 kHz mono).
+fn transcribe(pcm48: &[f32]) -> String {
+    let pcm = audio::Pcm {
+        sample_rate: BotAudio::SAMPLE_RATE,
+        channels: 1,
+        samples: pcm48.to_vec(),
+    };
+    let mut pcm16 = audio::to_pipeline_rate(&pcm).unwrap();
+    pcm16.extend(silence(1_500));
+    common::listen(&pcm16, ListenerConfig::default())
+        .iter()
+        .map(|u| u.transcript.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn command(sim: &Simulator, user: &User, options: serde_json::Value) -> String {
+    let id = sim.run_command(GUILD, user, "jarvis", options).unwrap();
+    let SimEvent::InteractionReply { content, .. } = sim
+        .wait_for(
+            "the answer",
+            |e| matches!(e, SimEvent::InteractionReply { interaction, .. } if *interaction == id),
+        )
+        .await
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    content
+}
+
+async fn wait_after(
+    sim: &Simulator,
+    after: usize,
+    within: Duration,
+    pred: impl Fn(&SimEvent) -> bool,
+) -> Instant {
+    let start = Instant::now();
+    loop {
+        if sim.history()[after..].iter().any(&pred) {
+            return Instant::now();
+        }
+        assert!(
+            start.elapsed() < within,
+            "not seen: {:#?}",
+            &sim.history()[after..]
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn says(text: &str) -> Vec<f32> {
+    let mut pcm = speak(text, "en-us", 150);
+    pcm.extend(silence(300));
+    voicebot_discord_sim::from_16k(&pcm)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_killed_mid_reply_is_replaced_and_the_reply_is_spoken() {
+    let tls = std::sync::Arc::new(TlsIdentity::generate().unwrap());
+    let cert = common::scratch().join("sim-ca.pem");
+    std::fs::write(&cert, tls.cert_pem()).unwrap();
+    let redis = Redis::start();
+    let sim = Simulator::start(SimConfig {
+        tls: Some(tls),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let ann = User::new(1_900_000_000_000_000_001, "Ann", false);
+    sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
+    gateway::shared_gateway();
+
+    let pod = Pod::start(&sim, &redis, &cert, 1);
+    wait_after(&sim, 0, Duration::from_secs(120), |e| {
+        matches!(
+            e,
+            SimEvent::Commands {
+                guild: Some(GUILD),
+                ..
+            }
+        )
+    })
+    .await;
+    sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    command(&sim, &ann, json!([{"name": "join", "type": 1}])).await;
+    sim.wait_voice_ready(GUILD, &ann, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // A long reply (the fake model writes "story" slowly: 40 words, 300 ms apart).
+    let asked = sim
+        .speak(GUILD, &ann, &says("Jarvis, tell me a story."))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while sim.bot_audio(GUILD).since(asked.stopped).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the bot never started its reply: {}",
+            pod.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let run = redis
+        .wait_hash(&format!("conv:{GUILD}"), |h| h.contains_key("run"))
+        .await;
+    assert!(run["session"].starts_with("agent:jarvis:"), "{run:?}");
+
+    // The pod dies mid-sentence; its replacement starts at once (as the StatefulSet would).
+    let mark = sim.history().len();
+    let killed = Instant::now();
+    pod.kill();
+    let pod = Pod::start(&sim, &redis, &cert, 2);
+    wait_after(&sim, mark, Duration::from_secs(60), |e| {
+        matches!(e, SimEvent::Resume { accepted: true, .. })
+    })
+    .await;
+    let rejoined = wait_after(&sim, mark, Duration::from_secs(60), |e| {
+        matches!(e, SimEvent::VoiceConnect { guild: GUILD, .. })
+    })
+    .await;
+    eprintln!(
+        "pod kill → voice rejoined: {} ms",
+        rejoined.duration_since(killed).as_millis()
+    );
+    assert!(
+        !sim.history()[mark..]
+            .iter()
+            .any(|e| matches!(e, SimEvent::Identify { .. })),
+        "the replacement IDENTIFYed"
+    );
+
+    // The reply the dead pod was speaking is spoken by its replacement.
+    let (first, pcm) = sim
+        .wait_bot_answer(
+            GUILD,
+            rejoined,
+            Duration::from_millis(1500),
+            Duration::from_secs(90),
+        )
+        .await
+        .unwrap_or_else(|| panic!("no recovered reply: {}", pod.logs()));
+    eprintln!(
+        "pod kill → the interrupted reply spoken again: {} ms",
+        first.duration_since(killed).as_millis()
+    );
+    let heard = transcribe(&pcm);
+    assert!(heard.contains("word"), "{heard}");
+    redis
+        .wait_hash(&format!("conv:{GUILD}"), |h| h.is_empty())
+        .await;
+
+    // And the bot answers the next question.
+    let asked = sim
+        .speak(GUILD, &ann, &says("Jarvis, what is two plus two?"))
+        .await
+        .unwrap();
+    let (_, pcm) = sim
+        .wait_bot_answer(
+            GUILD,
+            asked.stopped,
+            Duration::from_millis(800),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_or_else(|| panic!("no answer after the restart: {}", pod.logs()));
+    let heard = transcribe(&pcm).replace('4', "four");
+    assert!(heard.contains("four"), "{heard}");
+    let logs = pod.kill();
+    let gw = gateway::shared_gateway().client_config();
+    let token = gw.token.unwrap();
+    assert!(
+        !logs.contains(token.expose()),
+        "the gateway token is in the logs"
+    );
+    assert!(
+        !logs.contains(common::fleet::PASSWORD),
+        "the Redis password is in the logs"
+    );
+}
