@@ -35,6 +35,9 @@ pub struct ShardMetrics {
     dropped: IntCounterVec,
     errors: IntCounterVec,
     gauges: [IntGaugeVec; 4],
+    redis_up: prometheus::IntGauge,
+    redis_round_trips: prometheus::IntCounter,
+    redis_errors: prometheus::IntCounter,
 }
 
 /// A gauge of [`ShardMetrics::set_gauge`].
@@ -93,7 +96,32 @@ impl ShardMetrics {
             gauge("voicebot_active_speakers", "Speakers being listened to"),
             gauge("voicebot_queue_depth", "Turns waiting for an answer"),
         ];
+        let redis_up = prometheus::IntGauge::new(
+            "voicebot_redis_up",
+            "1 when the fleet state reaches Redis, 0 while degraded (serving from memory)",
+        )
+        .expect("metric definition");
+        let redis_round_trips = prometheus::IntCounter::new(
+            "voicebot_redis_round_trips_total",
+            "Round trips to Redis (each a pipeline of writes, or one command)",
+        )
+        .expect("metric definition");
+        let redis_errors = prometheus::IntCounter::new(
+            "voicebot_redis_errors_total",
+            "Failed round trips to Redis",
+        )
+        .expect("metric definition");
+        for m in [
+            Box::new(redis_up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(redis_round_trips.clone()),
+            Box::new(redis_errors.clone()),
+        ] {
+            registry.register(m).expect("metric registration");
+        }
         Self {
+            redis_up,
+            redis_round_trips,
+            redis_errors,
             turns: counter(
                 "voicebot_turns_total",
                 "Turns heard, by outcome",
@@ -203,6 +231,18 @@ impl ShardMetrics {
         self.errors
             .with_label_values(&[kind, shard.to_string().as_str()])
             .inc();
+    }
+
+    /// The fleet state's health and counters (`up`: `None` without Redis).
+    pub fn set_redis(&self, up: Option<bool>, round_trips: u64, errors: u64) {
+        self.redis_up.set(match up {
+            Some(true) => 1,
+            Some(false) => 0,
+            None => -1,
+        });
+        let grow = |c: &prometheus::IntCounter, to: u64| c.inc_by(to.saturating_sub(c.get()));
+        grow(&self.redis_round_trips, round_trips);
+        grow(&self.redis_errors, errors);
     }
 
     /// Sets a gauge of `shard`.

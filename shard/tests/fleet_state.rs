@@ -29,12 +29,14 @@ fn scratch(name: &str) -> PathBuf {
 struct Pod {
     child: Child,
     log: PathBuf,
+    metrics_port: u16,
 }
 
 impl Pod {
     fn start(sim: &Simulator, redis: &str, name: &str, shards: u32, dir: &std::path::Path) -> Self {
         let config = SimConfig::default();
         let log = dir.join(format!("{name}-{}.log", now_ms()));
+        let metrics_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_voicebot-shard"))
             .args(["run", "--no-voice", "--agents", "jarvis,sage"])
             .env("DISCORD_TOKEN", &config.token)
@@ -47,12 +49,32 @@ impl Pod {
             .env("REDIS_URL", redis)
             .env("VOICEBOT_REDIS_PREFIX", PREFIX)
             .env("VOICEBOT_IDENTIFY_INTERVAL_MS", "1500")
-            .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
             .env("VOICEBOT_LOG", "debug")
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Self { child, log }
+        Self {
+            child,
+            log,
+            metrics_port,
+        }
+    }
+
+    /// Waits (15 s: gauges refresh every 5 s) until /metrics has `line`.
+    async fn wait_metric(&self, line: &str) {
+        let start = Instant::now();
+        loop {
+            let body = http_get(self.metrics_port, "/metrics");
+            if body.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "/metrics never had {line:?}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// SIGKILL: the pod dies without closing anything.
@@ -84,6 +106,17 @@ impl Drop for Pod {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 fn now_ms() -> u128 {
@@ -285,6 +318,7 @@ async fn a_redis_outage_loses_nothing_not_even_a_change_made_during_it() {
         .wait_hash(&format!("guild:{GUILD}"), |h| h.get("channel").is_some())
         .await;
 
+    pod.wait_metric("voicebot_redis_up 1").await;
     // Redis dies. The bot keeps answering; a change made now is kept.
     redis.kill();
     let changed = command(&sim, &ann, option("agent", "name", "sage")).await;
@@ -295,7 +329,7 @@ async fn a_redis_outage_loses_nothing_not_even_a_change_made_during_it() {
         status.starts_with("Agent sage, sensitivity medium, in Lounge"),
         "{status}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    pod.wait_metric("voicebot_redis_up 0").await;
 
     // Redis comes back empty: the pod writes back everything it holds.
     redis.restart();
@@ -312,6 +346,7 @@ async fn a_redis_outage_loses_nothing_not_even_a_change_made_during_it() {
     redis
         .wait_hash("shard:1:0:session", |h| h.contains_key("id"))
         .await;
+    pod.wait_metric("voicebot_redis_up 1").await;
     let logs = pod.kill();
     assert!(logs.contains("Redis is unreachable"), "{logs}");
     assert!(logs.contains("Redis answers again"), "{logs}");

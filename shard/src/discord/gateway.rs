@@ -33,7 +33,7 @@ use crate::lock;
 use crate::metrics::{Gauge, ShardMetrics};
 use crate::secret::Secret;
 use crate::state::queue::IdentifyQueue;
-use crate::state::{FleetState, SavedRun, SavedSession, SavedVoice, Snapshot};
+use crate::state::{FleetState, Health, SavedRun, SavedSession, SavedVoice, Snapshot};
 
 /// How the shard reaches Discord and what it offers.
 #[derive(Clone)]
@@ -634,6 +634,17 @@ async fn gauges(ctx: Weak<Ctx>, metrics: Arc<ShardMetrics>) {
     loop {
         tick.tick().await;
         let Some(ctx) = ctx.upgrade() else { return };
+        let state = &ctx.config.state;
+        let stats = state.stats();
+        metrics.set_redis(
+            match state.health() {
+                Health::Memory => None,
+                Health::Up => Some(true),
+                Health::Degraded => Some(false),
+            },
+            stats.round_trips.load(Ordering::Relaxed),
+            stats.errors.load(Ordering::Relaxed),
+        );
         let mut per_shard: HashMap<u32, [i64; 4]> =
             ctx.config.plan.shards().map(|s| (s, [0; 4])).collect();
         for shard in lock(&ctx.guild_shards).values() {

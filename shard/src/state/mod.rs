@@ -361,7 +361,12 @@ impl FleetState {
         let Some(mut conn) = self.conn() else {
             return Ok(Snapshot::default());
         };
-        let unreachable = |e: redis::RedisError| StateError::Unreachable(describe(&e));
+        let unreachable = |e: redis::RedisError| {
+            self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+            self.inner.degraded.store(true, Ordering::Release);
+            self.inner.wake.notify_one();
+            StateError::Unreachable(describe(&e))
+        };
         let ours =
             |guild: u64| shards.contains(&(((guild >> 22) % u64::from(count.max(1))) as u32));
         let mut snapshot = Snapshot::default();
@@ -610,7 +615,8 @@ async fn writer(state: FleetState) {
             inner.writing.store(!dirty.is_empty(), Ordering::Release);
             std::mem::take(&mut *dirty).into_iter().collect()
         };
-        if keys.is_empty() {
+        let probe = keys.is_empty() && inner.degraded.load(Ordering::Acquire);
+        if keys.is_empty() && !probe {
             inner.written.notify_waiters();
             // The last clone besides this task's is gone: the pod is shutting down.
             if Arc::strong_count(inner) <= 1 {
@@ -627,6 +633,10 @@ async fn writer(state: FleetState) {
         };
         let mut pipe = redis::pipe();
         pipe.atomic();
+        if probe {
+            // Degraded with nothing to write: is Redis back?
+            pipe.cmd("PING").ignore();
+        }
         for (key, entry) in &batch {
             match entry {
                 Entry::Hash(fields, ttl) => {
