@@ -134,6 +134,8 @@ struct Ctx {
     ready_shards: Mutex<HashSet<u32>>,
     /// Replies a previous pod was speaking, by guild: spoken once voice is back.
     pending_runs: Mutex<HashMap<u64, SavedRun>>,
+    /// The pod is shutting down: no voice channel is joined again.
+    stopping: AtomicBool,
 }
 
 impl Ctx {
@@ -190,6 +192,9 @@ impl Ctx {
     /// RESUMEd session, or a guild's GUILD_CREATE), unless the bot already has the call or
     /// no human is left in the channel.
     fn rejoin(&self, sender: &MessageSender, shard: u32, only: Option<u64>) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
         let targets: Vec<(u64, u64)> = lock(&self.guilds)
             .in_voice()
             .into_iter()
@@ -377,6 +382,7 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
         guild_shards: Mutex::new(guild_shards),
         ready_shards: Mutex::new(HashSet::new()),
         pending_runs: Mutex::new(recent_runs(&config.state, snapshot.runs)),
+        stopping: AtomicBool::new(false),
         config,
     });
     if let Some(bot) = bot_user {
@@ -385,9 +391,10 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
     if let Some(metrics) = ctx.config.metrics.clone() {
         tokio::spawn(gauges(Arc::downgrade(&ctx), metrics));
     }
+    let (close, closing) = watch::channel(false);
     let tasks: Vec<_> = shards
         .into_iter()
-        .map(|shard| tokio::spawn(shard_loop(shard, ctx.clone(), shutdown.clone())))
+        .map(|shard| tokio::spawn(shard_loop(shard, ctx.clone(), closing.clone())))
         .collect();
     tracing::info!(shards = ?ctx.config.plan.shards(), total = ctx.config.plan.count, "shards started");
     while !*shutdown.borrow() {
@@ -395,14 +402,13 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
             break;
         }
     }
+    ctx.stopping.store(true, Ordering::Release);
     if let Some(v) = ctx.voices() {
         tracing::info!(calls = v.connected(), "shutting down: leaving voice");
         let _ = tokio::time::timeout(Duration::from_secs(3), v.leave_all()).await;
     }
     tracing::info!("shutting down: closing the shards with a resumable code");
-    for s in &senders {
-        let _ = s.close(CloseFrame::RESUME);
-    }
+    let _ = close.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
@@ -419,7 +425,7 @@ const SESSION_SAVE_EVERY: Duration = Duration::from_secs(1);
 async fn shard_loop(
     mut shard: Shard<IdentifyQueue>,
     ctx: Arc<Ctx>,
-    shutdown: watch::Receiver<bool>,
+    mut close: watch::Receiver<bool>,
 ) {
     let sender = shard.sender();
     let id = shard.id().number();
@@ -439,9 +445,36 @@ async fn shard_loop(
             *saved = now;
         }
     };
-    while let Some(item) = shard.next_event(EventTypeFlags::all()).await {
+    // Set once the pod closes the shard: what is left is drained (no event handled) until the
+    // gateway's close, or this deadline.
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let item = match closing {
+            None => tokio::select! {
+                item = shard.next_event(EventTypeFlags::all()) => item,
+                _ = close.wait_for(|c| *c) => {
+                    shard.close(CloseFrame::RESUME);
+                    closing = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                    continue;
+                }
+            },
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline, shard.next_event(EventTypeFlags::all()))
+                    .await
+                {
+                    Ok(item) => item,
+                    Err(_) => break,
+                }
+            }
+        };
+        let Some(item) = item else { break };
+        if closing.is_some() {
+            if matches!(item, Ok(Event::GatewayClose(_))) {
+                break;
+            }
+            continue;
+        }
         match item {
-            Ok(Event::GatewayClose(_)) if *shutdown.borrow() => break,
             Ok(event) => handle(&ctx, &sender, id, event).await,
             Err(e) => tracing::warn!(shard = %shard.id(), error = %e, "gateway receive error"),
         }
