@@ -127,12 +127,15 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
                     }
                 }
                 Out::Close(code, reason) => {
+                    // When the client closed first, tungstenite has queued the echo already
+                    // and refuses a second close: flushing sends the queued one.
                     let _ = sink
                         .send(Message::Close(Some(CloseFrame {
                             code: CloseCode::Library(code),
                             reason: reason.into(),
                         })))
                         .await;
+                    let _ = sink.flush().await;
                     return;
                 }
             }
@@ -141,7 +144,10 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
     let mut session_id: Option<String> = None;
     while let Some(Ok(msg)) = source.next().await {
         let Message::Text(text) = msg else {
-            if matches!(msg, Message::Close(_)) {
+            if let Message::Close(frame) = msg {
+                // Echo the client's close, as Discord does (the client then knows it is done).
+                let code = frame.map_or(1000, |f| u16::from(f.code));
+                let _ = tx.send(Out::Close(code, ""));
                 break;
             }
             continue;
