@@ -385,6 +385,11 @@ async fn speak(voice: Option<&Voice>, sentence: &str) -> (Vec<f32>, Option<Insta
     collected
 }
 
+/// Said when the agent's reply fails (the gateway gone, the model stalled past the first-token
+/// timeout, an error from the run): the listeners hear that something went wrong instead of
+/// silence, and know to ask again.
+pub const APOLOGY: &str = "Sorry, I lost my connection there. Please ask me again.";
+
 /// Where a reply's text comes from.
 enum Source {
     /// A new message to the agent, streamed back.
@@ -454,7 +459,10 @@ async fn run_reply(
         ..ChatOptions::default()
     };
     match client.chat(&session_key, &message, options).await {
-        Err(e) => lock(&state).outcome.error = Some(e.to_string()),
+        Err(e) => {
+            lock(&state).outcome.error = Some(e.to_string());
+            let _ = sentence_tx.send((APOLOGY.to_string(), Instant::now())).await;
+        }
         Ok(mut stream) => {
             lock(&state).run_id = Some(stream.run_id().to_string());
             while let Some(event) = stream.next().await {
@@ -493,7 +501,11 @@ async fn run_reply(
                         let mut st = lock(&state);
                         st.outcome.error = Some(e.to_string());
                         st.outcome.text = stream.text().to_string();
-                        splitter.finish().into_iter().collect()
+                        // The speaker is never left waiting in silence: what was written is
+                        // said, then a short apology.
+                        let mut rest: Vec<String> = splitter.finish().into_iter().collect();
+                        rest.push(APOLOGY.to_string());
+                        rest
                     }
                 };
                 for s in sentences {
