@@ -386,6 +386,20 @@ pub(crate) fn inject_command(
 }
 
 /// Drops every connection (the sessions stay resumable).
+/// Closes every gateway connection with `code`. Codes after which Discord will not resume the
+/// session (4007 invalid sequence, 4009 session timed out) also forget it, so a RESUME gets
+/// INVALID_SESSION and the bot must IDENTIFY.
+pub(crate) fn close_all(state: &Shared, code: u16) {
+    let mut inner = lock(&state.inner);
+    let forget = matches!(code, 4007 | 4009);
+    inner.sessions.retain(|_, s| {
+        if let Some(tx) = s.tx.take() {
+            let _ = tx.send(Out::Close(code, "closed by the simulator"));
+        }
+        !forget
+    });
+}
+
 pub(crate) fn drop_all(state: &Shared) {
     for s in lock(&state.inner).sessions.values_mut() {
         if let Some(tx) = s.tx.take() {

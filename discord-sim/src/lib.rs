@@ -225,6 +225,13 @@ impl Simulator {
     pub fn drop_gateway_connections(&self) {
         gateway::drop_all(&self.state);
     }
+
+    /// Closes every gateway connection with a close code, as Discord does: 4000-class codes
+    /// the bot may resume after; 4007 and 4009 end the session too (the bot must IDENTIFY);
+    /// 4004, 4010-4014 are fatal (the bot must not reconnect).
+    pub fn close_gateway_connections(&self, code: u16) {
+        gateway::close_all(&self.state, code);
+    }
 }
 
 impl Drop for Simulator {

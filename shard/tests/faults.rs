@@ -24,10 +24,14 @@ use voicebot_shard::speak::tts::piper::PiperVoice;
 
 async fn conversation(config: ClientConfig) -> (Conversation, GatewayClient, String) {
     let client = GatewayClient::start(config, Arc::new(MemoryStore::new().unwrap()));
-    client.wait_connected(Duration::from_secs(90)).await.unwrap();
+    client
+        .wait_connected(Duration::from_secs(90))
+        .await
+        .unwrap();
     let paths = ModelPaths::locate(None, WhisperModel::TinyEn).unwrap();
     let env = onnx_environment(&paths.onnxruntime).unwrap();
-    let voice = PiperVoice::load(&env, &paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap(), 1).unwrap();
+    let voice =
+        PiperVoice::load(&env, &paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap(), 1).unwrap();
     let id = format!("faults-{}", fastrand::u64(..));
     let key = session_key("jarvis", "test", &id);
     let c = Conversation::new(
@@ -70,9 +74,14 @@ async fn a_stalled_model_gets_a_spoken_apology_not_silence() {
     // machine, more than this conversation's 3 s first-token timeout).
     let warm = GatewayClient::start(gw.client_config(), Arc::new(MemoryStore::new().unwrap()));
     warm.wait_connected(Duration::from_secs(90)).await.unwrap();
-    assert_eq!(gateway::reply_to(&warm, &key, "hello").await, gateway::reply_text());
+    assert_eq!(
+        gateway::reply_to(&warm, &key, "hello").await,
+        gateway::reply_text()
+    );
 
-    let r = c.respond("ann", "Jarvis, are you there? [stall]", 5_000).await;
+    let r = c
+        .respond("ann", "Jarvis, are you there? [stall]", 5_000)
+        .await;
     let error = r.error.clone().expect("a first-token timeout");
     assert!(error.contains("first"), "{error}");
     let first_audio = r.first_audio_ms.expect("the apology is spoken");
@@ -85,7 +94,11 @@ async fn a_stalled_model_gets_a_spoken_apology_not_silence() {
     let r = c
         .respond("ann", "Jarvis, what is two plus two?", 40_000)
         .await;
-    assert_eq!(r.reply.as_deref(), Some(gateway::reply_text().as_str()), "{r:?}");
+    assert_eq!(
+        r.reply.as_deref(),
+        Some(gateway::reply_text().as_str()),
+        "{r:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +107,9 @@ async fn a_gateway_killed_mid_reply_gets_an_apology_and_the_bot_comes_back() {
     let mut config = gw.client_config();
     config.backoff_max = Duration::from_secs(2);
     let (mut c, client, _) = conversation(config).await;
-    let r = c.respond("ann", "Jarvis, what is two plus two?", 1_000).await;
+    let r = c
+        .respond("ann", "Jarvis, what is two plus two?", 1_000)
+        .await;
     assert!(r.error.is_none(), "{r:?}");
 
     let (decision, message) = c
@@ -137,5 +152,9 @@ async fn a_gateway_killed_mid_reply_gets_an_apology_and_the_bot_comes_back() {
         "gateway restarted → reconnected and answered after {:?}",
         restarted.elapsed()
     );
-    assert_eq!(r.reply.as_deref(), Some(gateway::reply_text().as_str()), "{r:?}");
+    assert_eq!(
+        r.reply.as_deref(),
+        Some(gateway::reply_text().as_str()),
+        "{r:?}"
+    );
 }

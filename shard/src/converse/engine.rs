@@ -461,7 +461,9 @@ async fn run_reply(
     match client.chat(&session_key, &message, options).await {
         Err(e) => {
             lock(&state).outcome.error = Some(e.to_string());
-            let _ = sentence_tx.send((APOLOGY.to_string(), Instant::now())).await;
+            let _ = sentence_tx
+                .send((APOLOGY.to_string(), Instant::now()))
+                .await;
         }
         Ok(mut stream) => {
             lock(&state).run_id = Some(stream.run_id().to_string());

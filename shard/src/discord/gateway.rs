@@ -392,15 +392,28 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
         tokio::spawn(gauges(Arc::downgrade(&ctx), metrics));
     }
     let (close, closing) = watch::channel(false);
-    let tasks: Vec<_> = shards
-        .into_iter()
-        .map(|shard| tokio::spawn(shard_loop(shard, ctx.clone(), closing.clone())))
-        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in shards {
+        tasks.spawn(shard_loop(shard, ctx.clone(), closing.clone()));
+    }
     tracing::info!(shards = ?ctx.config.plan.shards(), total = ctx.config.plan.count, "shards started");
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
-            break;
-        }
+    // Until shutdown, or until Discord closes a shard for good (the pod then stops with the
+    // reason: Kubernetes shows it, and restarts the pod with backoff).
+    let fatal = tokio::select! {
+        _ = shutdown.wait_for(|s| *s) => None,
+        fatal = async {
+            while let Some(done) = tasks.join_next().await {
+                if let Ok(Some(why)) = done {
+                    return why;
+                }
+            }
+            std::future::pending().await
+        } => Some(fatal),
+    };
+    if fatal.is_some()
+        && let Some(flag) = &ctx.config.ready
+    {
+        flag.store(false, Ordering::Release);
     }
     ctx.stopping.store(true, Ordering::Release);
     if let Some(v) = ctx.voices() {
@@ -409,24 +422,51 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
     }
     tracing::info!("shutting down: closing the shards with a resumable code");
     let _ = close.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     if !ctx.config.state.flush(Duration::from_secs(3)).await {
         tracing::warn!("the fleet state could not be written before exit (Redis unreachable)");
     }
-    Ok(())
+    match fatal {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }
 
 /// How often a shard's session (its sequence number) is mirrored; a pod killed between two
 /// saves resumes a little behind, and Discord replays what it missed.
 const SESSION_SAVE_EVERY: Duration = Duration::from_secs(1);
 
+/// Why Discord closed a shard for good, in words an operator can act on (`None`: a close the
+/// shard recovers from by itself — twilight resumes, or identifies again when Discord ended
+/// the session).
+pub fn fatal_close(code: u16) -> Option<String> {
+    let why = match code {
+        4004 => {
+            "authentication failed: Discord refused the bot token (check the DISCORD_TOKEN secret)"
+        }
+        4010 => {
+            "invalid shard: the shard id is not below the shard count (check SHARD_COUNT and the pod ordinal)"
+        }
+        4011 => {
+            "sharding required: the bot is in too many guilds for one shard (raise spec.shards)"
+        }
+        4012 => "invalid API version",
+        4013 => "invalid intents",
+        4014 => "disallowed intents: enable them for the application in Discord's developer portal",
+        _ => return None,
+    };
+    Some(format!("Discord closed the gateway with {code}, {why}"))
+}
+
+/// Runs one shard until the pod closes it (`None`) or Discord closes it for good (the reason).
 async fn shard_loop(
     mut shard: Shard<IdentifyQueue>,
     ctx: Arc<Ctx>,
     mut close: watch::Receiver<bool>,
-) {
+) -> Option<String> {
     let sender = shard.sender();
     let id = shard.id().number();
     let mut saved: Option<(String, u64)> = None;
@@ -474,6 +514,15 @@ async fn shard_loop(
             }
             continue;
         }
+        if let Ok(Event::GatewayClose(Some(frame))) = &item
+            && let Some(why) = fatal_close(frame.code)
+        {
+            tracing::error!(shard = %shard.id(), code = frame.code, "{why}; the shard stops");
+            ctx.config
+                .state
+                .save_session(id, ctx.config.plan.count, None);
+            return Some(why);
+        }
         match item {
             Ok(event) => handle(&ctx, &sender, id, event).await,
             Err(e) => tracing::warn!(shard = %shard.id(), error = %e, "gateway receive error"),
@@ -486,6 +535,7 @@ async fn shard_loop(
     }
     save(&shard, &mut saved);
     tracing::info!(shard = %shard.id(), "shard stopped");
+    None
 }
 
 async fn handle(ctx: &Arc<Ctx>, sender: &MessageSender, shard: u32, event: Event) {
