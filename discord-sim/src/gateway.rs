@@ -295,6 +295,24 @@ fn voice_state(state: &Shared, session: &str, guild: u64, channel: Option<u64>, 
     }
 }
 
+/// The guild's voice server moves: a new VOICE_SERVER_UPDATE (new token) on the guild's shard;
+/// the old voice connection is closed (4014) once the bot has had the news.
+pub(crate) fn move_voice_server(state: &Shared, guild: u64) -> Result<(), String> {
+    let (session, _) = guild_session(state, guild)?;
+    let token = format!("voice-token-{}", state.id());
+    let old = state.voice.move_server(guild, token.clone())?;
+    let server = json!({
+        "token": token,
+        "guild_id": guild.to_string(),
+        "endpoint": state.voice.endpoint,
+    });
+    dispatch(state, &session, "VOICE_SERVER_UPDATE", server);
+    if let Some(ws) = old {
+        let _ = ws.send(crate::voice::WsOut::Close(4014));
+    }
+    Ok(())
+}
+
 fn guild_session(state: &Shared, guild: u64) -> Result<(String, Guild), String> {
     let inner = lock(&state.inner);
     let g = inner

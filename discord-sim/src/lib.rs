@@ -226,6 +226,12 @@ impl Simulator {
         gateway::drop_all(&self.state);
     }
 
+    /// The voice server of `guild` moves (as when Discord migrates a call): a new
+    /// VOICE_SERVER_UPDATE with a new token, then the old voice connection is closed (4014).
+    pub fn move_voice_server(&self, guild: u64) -> Result<(), String> {
+        gateway::move_voice_server(&self.state, guild)
+    }
+
     /// Closes every gateway connection with a close code, as Discord does: 4000-class codes
     /// the bot may resume after; 4007 and 4009 end the session too (the bot must IDENTIFY);
     /// 4004, 4010-4014 are fatal (the bot must not reconnect).

@@ -137,7 +137,7 @@ struct Stream {
     at: Instant,
 }
 
-enum WsOut {
+pub(crate) enum WsOut {
     Text(String),
     Close(u16),
 }
@@ -172,6 +172,23 @@ impl VoiceServer {
 
     /// The bot asked to join `channel` (or leave with `None`) in `guild`: a token for the
     /// voice server update. Leaving closes the voice connection like Discord does.
+    /// The guild's voice server moves: a new token (the old one is refused from now on) and no
+    /// session; returns the old connection's sender, to close it.
+    pub(crate) fn move_server(
+        &self,
+        guild: u64,
+        token: String,
+    ) -> Result<Option<mpsc::UnboundedSender<WsOut>>, String> {
+        let mut calls = lock(&self.calls);
+        let call = calls
+            .get_mut(&guild)
+            .filter(|c| c.channel.is_some())
+            .ok_or_else(|| format!("the bot is not in voice in guild {guild}"))?;
+        call.token = token;
+        call.cipher = None;
+        Ok(call.ws.take())
+    }
+
     pub fn voice_state(&self, guild: u64, channel: Option<u64>, token: String) {
         let mut calls = lock(&self.calls);
         match channel {

@@ -573,6 +573,23 @@ async fn a_dropped_voice_connection_comes_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bot.voice_ready(&ann).await;
+    // The voice server moves (a new VOICE_SERVER_UPDATE, the old connection closed): the bot
+    // follows it to the new server.
+    let moved = Instant::now();
+    bot.sim.move_voice_server(GUILD).unwrap();
+    while connects(&bot.sim) < before + 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the bot did not follow the voice server: {:#?}",
+            bot.sim.history()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bot.voice_ready(&ann).await;
+    eprintln!(
+        "voice server moved → voice carries audio after {:?}",
+        moved.elapsed()
+    );
     let stopped = bot
         .say(&ann, "Jarvis, what is two plus two?", "en-us")
         .await;
