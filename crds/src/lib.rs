@@ -421,7 +421,7 @@ impl Sharding {
     /// The shards pod `ordinal` runs.
     pub fn shards_of(&self, ordinal: u32) -> std::ops::Range<u32> {
         let start = (ordinal.saturating_mul(self.per_pod)).min(self.shard_count);
-        start..(start + self.per_pod).min(self.shard_count)
+        start..start.saturating_add(self.per_pod).min(self.shard_count)
     }
 }
 
