@@ -20,7 +20,7 @@ trap 'rm -rf "$out"' EXIT
 cmp -s crds/voicebot.yaml "$chart/crds/voicebot.yaml" \
   || { echo "check-chart: $chart/crds/voicebot.yaml differs from crds/voicebot.yaml (cp it)" >&2; exit 1; }
 
-all_on=(--set redis.enabled=true --set serviceMonitor.enabled=true --set exampleBot.enabled=true)
+all_on=(--set redis.enabled=true --set serviceMonitor.enabled=true --set exampleBot.enabled=true --set networkPolicy.enabled=true)
 "$helm" lint --strict "$chart" >/dev/null
 "$helm" lint --strict "$chart" "${all_on[@]}" >/dev/null
 "$helm" lint --strict "$chart" --set operator.watchNamespace=bots >/dev/null
