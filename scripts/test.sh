@@ -21,8 +21,14 @@ t_clippy=$((SECONDS - t1))
 
 step "cargo test"
 t2=$SECONDS
-cargo test --workspace --locked
+marker="$(mktemp)"
+test_output="$(mktemp)"
+cargo test --workspace --locked 2>&1 | tee "$test_output"
 t_test=$((SECONDS - t2))
+
+step "no secret in the test output or the logs the tests left"
+scripts/check-secrets.sh "$marker" "$test_output"
+rm -f "$marker" "$test_output"
 
 step "Helm chart: lint, strict schema validation"
 scripts/check-chart.sh
