@@ -9,6 +9,7 @@
 //! addressed, the reply, the WAV of what the bot sent over RTP, and the latency from the end
 //! of the user's speech to the bot's first RTP packet.
 
+mod load;
 #[path = "local_gateway.rs"]
 mod local_gateway;
 
@@ -44,9 +45,20 @@ const VOICE_CHANNEL: u64 = GUILD + 10;
     about = "A simulated Discord user talks to the bot: simulator + OpenClaw gateway + shard on this machine"
 )]
 struct Args {
-    /// What the user says: a WAV (any rate, mono or stereo).
+    /// What the user says: a WAV (any rate, mono or stereo). Not needed with `--guilds`.
+    #[arg(long, required_unless_present = "guilds")]
+    input: Option<PathBuf>,
+    /// Load: this many guilds, each with `--speakers` users talking over each other with
+    /// generated speech for `--minutes`; prints one summary object (turns, replied, dropped,
+    /// latency_ms p50/p95/max, rss_mb start/end, errors).
     #[arg(long)]
-    input: PathBuf,
+    guilds: Option<usize>,
+    /// Load: simulated users per guild.
+    #[arg(long, default_value_t = 2)]
+    speakers: usize,
+    /// Load: how long they talk.
+    #[arg(long, default_value_t = 1.0)]
+    minutes: f64,
     /// One JSON object per turn on stdout.
     #[arg(long)]
     json: bool,
@@ -123,8 +135,13 @@ fn trust(tls: &TlsIdentity, dir: &std::path::Path) -> anyhow::Result<()> {
 
 fn demo(args: Args) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let pcm = audio::read_wav(&args.input)?;
-    let speech = voicebot_discord_sim::from_16k(&audio::to_pipeline_rate(&pcm)?);
+    let speech = match &args.input {
+        Some(input) => {
+            let pcm = audio::read_wav(input)?;
+            voicebot_discord_sim::from_16k(&audio::to_pipeline_rate(&pcm)?)
+        }
+        None => Vec::new(),
+    };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let tls = Arc::new(TlsIdentity::generate().map_err(anyhow::Error::msg)?);
@@ -164,9 +181,15 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
         tls: Some(tls),
         ..SimConfig::default()
     };
-    let sim = Simulator::start(sim_config.clone()).await?;
-    sim.add_guild(Guild::new(GUILD, &owner, (VOICE_CHANNEL, "Lounge"), &[]));
-    let (observer, mut turns) = broadcast::channel(256);
+    let sim = Arc::new(Simulator::start(sim_config.clone()).await?);
+    let load_guilds = args
+        .guilds
+        .map(|n| load::guilds(n.max(1), args.speakers.max(1)));
+    match &load_guilds {
+        Some(guilds) => load::add_guilds(&sim, guilds),
+        None => sim.add_guild(Guild::new(GUILD, &owner, (VOICE_CHANNEL, "Lounge"), &[])),
+    }
+    let (observer, mut turns) = broadcast::channel(4096);
     let mut brains = Brains::load(BrainsConfig {
         models_dir: args.models_dir.clone(),
         whisper: args.model,
@@ -223,17 +246,59 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
         "ready in {:.1} s: simulator, gateway, shard (models loaded)",
         started.elapsed().as_secs_f64()
     );
+    if let Some(guilds) = &load_guilds {
+        let clips = Arc::new(load::clips()?);
+        for (guild, channel, users) in guilds {
+            sim.wait_for(
+                "the guild's commands",
+                |e| matches!(e, SimEvent::Commands { guild: Some(g), .. } if g == guild),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+            for u in users {
+                sim.user_voice(*guild, u, Some(*channel))
+                    .map_err(anyhow::Error::msg)?;
+            }
+            command(
+                &sim,
+                *guild,
+                &users[0],
+                json!([{"name": "join", "type": 1}]),
+            )
+            .await?;
+        }
+        for (guild, _, users) in guilds {
+            sim.wait_voice_ready(*guild, &users[0], Duration::from_secs(60))
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
+        eprintln!(
+            "load: {} guilds × {} speakers for {} min",
+            guilds.len(),
+            args.speakers,
+            args.minutes
+        );
+        while turns.try_recv().is_ok() {}
+        let summary = load::drive(&sim, guilds, clips, args.minutes, turns).await;
+        println!("{summary}");
+        if args.hold_secs > 0 {
+            tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+        }
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), shard).await;
+        return Ok(());
+    }
 
     // The user joins the voice channel, sets up the bot, and invites it.
     sim.user_voice(GUILD, &owner, Some(VOICE_CHANNEL))
         .map_err(anyhow::Error::msg)?;
     if args.agent != "jarvis" {
-        command(&sim, &owner, json!([{"name": "agent", "type": 1, "options": [{"name": "name", "type": 3, "value": args.agent}]}])).await?;
+        command(&sim, GUILD, &owner, json!([{"name": "agent", "type": 1, "options": [{"name": "name", "type": 3, "value": args.agent}]}])).await?;
     }
     if args.sensitivity != Sensitivity::Low {
-        command(&sim, &owner, json!([{"name": "sensitivity", "type": 1, "options": [{"name": "level", "type": 3, "value": args.sensitivity.as_str()}]}])).await?;
+        command(&sim, GUILD, &owner, json!([{"name": "sensitivity", "type": 1, "options": [{"name": "level", "type": 3, "value": args.sensitivity.as_str()}]}])).await?;
     }
-    command(&sim, &owner, json!([{"name": "join", "type": 1}])).await?;
+    command(&sim, GUILD, &owner, json!([{"name": "join", "type": 1}])).await?;
     sim.wait_voice_ready(GUILD, &owner, Duration::from_secs(20))
         .await
         .map_err(anyhow::Error::msg)?;
@@ -311,7 +376,13 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
             percentile(&latencies, 95.0).unwrap_or(0.0)
         );
     } else if n == 0 {
-        eprintln!("the bot heard no turn in {}", args.input.display());
+        eprintln!(
+            "the bot heard no turn in {}",
+            args.input
+                .as_deref()
+                .unwrap_or(std::path::Path::new("-"))
+                .display()
+        );
     }
     if args.hold_secs > 0 {
         eprintln!("serving /metrics for {} s more", args.hold_secs);
@@ -322,9 +393,14 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
     Ok(())
 }
 
-async fn command(sim: &Simulator, user: &User, options: serde_json::Value) -> anyhow::Result<()> {
+async fn command(
+    sim: &Simulator,
+    guild: u64,
+    user: &User,
+    options: serde_json::Value,
+) -> anyhow::Result<()> {
     let id = sim
-        .run_command(GUILD, user, "jarvis", options)
+        .run_command(guild, user, "jarvis", options)
         .map_err(anyhow::Error::msg)?;
     let reply = sim
         .wait_for(

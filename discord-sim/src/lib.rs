@@ -183,6 +183,16 @@ impl Simulator {
         }
     }
 
+    /// When the bot's first sound packet at or after `t` arrived in `guild` (cheap: no copy).
+    pub fn bot_packet_after(&self, guild: u64, t: Instant) -> Option<Instant> {
+        voice::bot_packet_after(&self.state, guild, t)
+    }
+
+    /// Forgets the bot's audio recorded before `before` in every guild (long load runs).
+    pub fn forget_bot_audio(&self, before: Instant) {
+        voice::forget_bot_audio(&self.state, before);
+    }
+
     /// What the bot has sent in `guild`'s voice channel so far.
     pub fn bot_audio(&self, guild: u64) -> BotAudio {
         voice::bot_audio(&self.state, guild)

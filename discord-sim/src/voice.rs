@@ -107,6 +107,21 @@ impl BotAudio {
     pub fn last_packet(&self) -> Option<Instant> {
         self.packets.last().map(|p| p.0)
     }
+
+    /// Forgets what arrived before `t` (long runs keep memory flat).
+    pub fn forget_before(&mut self, t: Instant) {
+        let keep = self.packets.partition_point(|(at, _)| *at < t);
+        let Some(&(_, start)) = self.packets.get(keep) else {
+            self.packets.clear();
+            self.pcm.clear();
+            return;
+        };
+        self.packets.drain(..keep);
+        for p in &mut self.packets {
+            p.1 -= start;
+        }
+        self.pcm.drain(..start);
+    }
 }
 
 /// The bot's voice connection in one guild.
@@ -610,6 +625,18 @@ pub(crate) async fn speak(
 }
 
 /// What the bot sent in `guild` so far.
+pub(crate) fn bot_packet_after(state: &Shared, guild: u64, t: Instant) -> Option<Instant> {
+    let calls = lock(&state.voice.calls);
+    let audio = &calls.get(&guild)?.audio;
+    audio.packets.iter().find(|(at, _)| *at >= t).map(|p| p.0)
+}
+
+pub(crate) fn forget_bot_audio(state: &Shared, before: Instant) {
+    for call in lock(&state.voice.calls).values_mut() {
+        call.audio.forget_before(before);
+    }
+}
+
 pub(crate) fn bot_audio(state: &Shared, guild: u64) -> BotAudio {
     lock(&state.voice.calls)
         .get(&guild)
