@@ -33,6 +33,9 @@ rm -f "$marker" "$test_output"
 step "Helm chart: lint, strict schema validation"
 scripts/check-chart.sh
 
+step "Dashboards on real data: Prometheus scrapes the demo and the operator; promtool; every panel query"
+scripts/check-dashboards.sh
+
 step "Dockerfile: what can be checked without a Docker engine"
 scripts/check-dockerfile.sh
 

@@ -63,6 +63,14 @@ impl Metrics {
         for c in [&reconciles, &errors, &writes] {
             let _ = registry.register(Box::new(c.clone()));
         }
+        // Every series at zero from the start (bounded label sets): dashboards and `rate()`
+        // see them before the first event.
+        for result in ["ok", "error"] {
+            reconciles.with_label_values(&[result]);
+        }
+        for reason in crate::reconcile::Error::LABELS {
+            errors.with_label_values(&[*reason]);
+        }
         let _ = registry.register(Box::new(duration.clone()));
         Self {
             registry,

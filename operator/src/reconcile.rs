@@ -60,6 +60,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value of [`Error::label`].
+    pub const LABELS: &'static [&'static str] = &[
+        "Forbidden",
+        "Conflict",
+        "Invalid",
+        "ApiError",
+        "ApiUnreachable",
+        "SecretMissing",
+        "DiscordUnavailable",
+        "RedisUnavailable",
+        "FinalizerFailed",
+    ];
+
     /// A bounded label for metrics and the Degraded condition's reason.
     pub fn label(&self) -> &'static str {
         match self {

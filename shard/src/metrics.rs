@@ -226,11 +226,63 @@ impl ShardMetrics {
             .inc();
     }
 
-    /// Counts an error of `kind` (a fixed label: `voice_join`, `voice_lost`, …).
+    /// Counts an error of `kind` (one of [`ERROR_KINDS`]).
     pub fn error(&self, shard: u32, kind: &'static str) {
         self.errors
             .with_label_values(&[kind, shard.to_string().as_str()])
             .inc();
+    }
+
+    /// Creates every series of `shards` × `agents` at zero, so dashboards and `rate()` see
+    /// them before the first event (a counter that appears at its first increment loses that
+    /// increment to `rate`). Every label set is bounded, so this is a fixed, small number.
+    pub fn init(&self, shards: &[u32], agents: &[String]) {
+        use crate::converse::room::DropReason;
+        use crate::listen::guard::Rejection;
+        const REASONS: &[&str] = &[
+            "name",
+            "solo",
+            "follow_up",
+            "classifier",
+            "below_threshold",
+            "not_addressed",
+            "classifier_unavailable",
+            "empty",
+        ];
+        const OUTCOMES: &[&str] = &["answered", "ignored", "error", "recovered"];
+        let drops = [
+            DropReason::QueueFull,
+            DropReason::Stale,
+            DropReason::AudioOverrun,
+            DropReason::TooManySpeakers,
+            DropReason::Listener(Rejection::Quiet),
+            DropReason::Listener(Rejection::NoSpeech),
+            DropReason::Listener(Rejection::Phantom),
+            DropReason::Listener(Rejection::Empty),
+            DropReason::Listener(Rejection::Overloaded),
+        ];
+        for shard in shards {
+            let shard = shard.to_string();
+            for kind in ERROR_KINDS {
+                self.errors.with_label_values(&[*kind, shard.as_str()]);
+            }
+            for d in drops {
+                self.dropped.with_label_values(&[d.label(), shard.as_str()]);
+            }
+            for agent in agents {
+                let agent = agent_label(agent);
+                self.barge_ins
+                    .with_label_values(&[agent.as_str(), shard.as_str()]);
+                for o in OUTCOMES {
+                    self.turns
+                        .with_label_values(&[*o, agent.as_str(), shard.as_str()]);
+                }
+                for r in REASONS {
+                    self.ignored
+                        .with_label_values(&[*r, agent.as_str(), shard.as_str()]);
+                }
+            }
+        }
     }
 
     /// The fleet state's health and counters (`up`: `None` without Redis).
@@ -263,6 +315,10 @@ impl ShardMetrics {
 }
 
 /// Agents are labelled by their id (the display name in lower case).
+/// The kinds of `voicebot_errors_total`: a reply that failed, a voice join that failed, a
+/// shard Discord closed for good.
+pub const ERROR_KINDS: &[&str] = &["reply", "voice_join", "gateway_fatal"];
+
 fn agent_label(agent: &str) -> String {
     agent.to_lowercase()
 }

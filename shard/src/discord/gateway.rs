@@ -239,6 +239,8 @@ impl Ctx {
                     (g.settings(guild), g.humans_in(guild, channel))
                 };
                 let pending = lock(&self.pending_runs).remove(&guild);
+                let metrics = self.config.metrics.clone();
+                let shard = self.shard_of(guild);
                 tokio::spawn(async move {
                     match voices
                         .join(
@@ -255,7 +257,12 @@ impl Ctx {
                                 voices.recover(guild, &settings.agent, &run);
                             }
                         }
-                        Err(e) => tracing::warn!(guild, error = %e, "joining voice failed"),
+                        Err(e) => {
+                            tracing::warn!(guild, error = %e, "joining voice failed");
+                            if let Some(m) = metrics {
+                                m.error(shard, "voice_join");
+                            }
+                        }
                     }
                 });
             }
@@ -389,6 +396,8 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
         ctx.start_voices(bot);
     }
     if let Some(metrics) = ctx.config.metrics.clone() {
+        let shards: Vec<u32> = ctx.config.plan.shards().collect();
+        metrics.init(&shards, &ctx.config.agents);
         tokio::spawn(gauges(Arc::downgrade(&ctx), metrics));
     }
     let (close, closing) = watch::channel(false);
@@ -518,6 +527,9 @@ async fn shard_loop(
             && let Some(why) = fatal_close(frame.code)
         {
             tracing::error!(shard = %shard.id(), code = frame.code, "{why}; the shard stops");
+            if let Some(m) = &ctx.config.metrics {
+                m.error(id, "gateway_fatal");
+            }
             ctx.config
                 .state
                 .save_session(id, ctx.config.plan.count, None);
