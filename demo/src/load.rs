@@ -180,6 +180,9 @@ pub async fn drive(
     let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
     let mut latencies = Vec::new();
     let mut forgot = Instant::now();
+    // Memory once a minute: growth shows as a rising series, caches as an early plateau.
+    let mut rss_by_minute = vec![rss_start.round()];
+    let mut next_sample = started + Duration::from_secs(60);
     // Turns still come after the talkers stop: wait for them (up to 30 s).
     let end = deadline + Duration::from_secs(30);
     loop {
@@ -224,6 +227,10 @@ pub async fn drive(
         if Instant::now() > end {
             break;
         }
+        if Instant::now() >= next_sample && Instant::now() < deadline {
+            rss_by_minute.push(rss_mb().round());
+            next_sample += Duration::from_secs(60);
+        }
         if forgot.elapsed() > Duration::from_secs(30) {
             sim.forget_bot_audio(Instant::now() - Duration::from_secs(60));
             forgot = Instant::now();
@@ -243,7 +250,7 @@ pub async fn drive(
             "max": latencies.iter().copied().reduce(f64::max).map(|v| v.round()),
             "count": latencies.len(),
         },
-        "rss_mb": {"start": rss_start.round(), "end": rss_mb().round()},
+        "rss_mb": {"start": rss_start.round(), "end": rss_mb().round(), "by_minute": rss_by_minute},
         "errors": errors + talker_errors.load(std::sync::atomic::Ordering::Relaxed),
         "wall_s": started.elapsed().as_secs(),
     })

@@ -42,6 +42,7 @@ const VOICE_CHANNEL: u64 = GUILD + 10;
 #[command(
     name = "voicebot-demo",
     version,
+    args_override_self = true,
     about = "A simulated Discord user talks to the bot: simulator + OpenClaw gateway + shard on this machine"
 )]
 struct Args {

@@ -333,6 +333,7 @@ async fn a_redis_outage_loses_nothing_not_even_a_change_made_during_it() {
 
     // Redis comes back empty: the pod writes back everything it holds.
     redis.restart();
+    let back = Instant::now();
     let guild = redis
         .wait_hash(&format!("guild:{GUILD}"), |h| {
             h.get("agent").is_some_and(|a| a == "sage")
@@ -346,6 +347,10 @@ async fn a_redis_outage_loses_nothing_not_even_a_change_made_during_it() {
     redis
         .wait_hash("shard:1:0:session", |h| h.contains_key("id"))
         .await;
+    eprintln!(
+        "Redis back (empty) → the pod's whole state written back within {} ms",
+        back.elapsed().as_millis()
+    );
     pod.wait_metric("voicebot_redis_up 1").await;
     let logs = pod.kill();
     assert!(logs.contains("Redis is unreachable"), "{logs}");

@@ -9,7 +9,7 @@
 //! RESUMEs) and the conversation runs it was speaking.
 //!
 //! **Degraded mode.** When a write fails the writer keeps the keys dirty, retries with
-//! backoff (0.2 s → 5 s) and, because a Redis that comes back may have come back empty, writes
+//! backoff (0.2 s → 2 s) and, because a Redis that comes back may have come back empty, writes
 //! the pod's *whole* mirror once it answers again. The pod meanwhile serves from memory;
 //! slash-command changes made during the outage are in the mirror and reach Redis then.
 //!
@@ -604,7 +604,7 @@ fn parse_voice(value: &str) -> Option<SavedVoice> {
 /// whole mirror for rewriting (Redis may come back empty) and retries with backoff.
 async fn writer(state: FleetState) {
     const MIN_BACKOFF: Duration = Duration::from_millis(200);
-    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    const MAX_BACKOFF: Duration = Duration::from_secs(2);
     let Some(mut conn) = state.conn() else { return };
     let inner = &state.inner;
     let mut backoff = MIN_BACKOFF;
