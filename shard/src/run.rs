@@ -119,22 +119,9 @@ async fn brains(args: &RunArgs, scope: &str, state: &FleetState) -> anyhow::Resu
 fn from_config_file(path: &std::path::Path) -> anyhow::Result<(Vec<String>, Sensitivity)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let agents = v["agents"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let sensitivity = v["defaultSensitivity"]
-        .as_str()
-        .unwrap_or("low")
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok((agents, sensitivity))
+    let config = voicebot_shard::discord::config::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((config.agents, config.default_sensitivity))
 }
 
 pub fn run_shard(args: &RunArgs) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! Hostile input, as property tests (proptest, bounded case counts so they run in the test
 //! command): every parser the shard owns returns an error or a value, never panics — OpenClaw
-//! frames, WAV files, PCM at any rate and channel count, slash-command options, the pod's
-//! sharding environment — and the listener takes NaN, infinities, extreme amplitudes, empty and
+//! frames, WAV files, PCM at any rate and channel count, slash-command options, the bot's
+//! configuration file, the pod's sharding environment — and the listener takes NaN, infinities, extreme amplitudes, empty and
 //! 1-sample frames and very long turns in its stride. (The operator's CRD specs have their own
 //! property test in `operator/tests/hostile_spec.rs`.)
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -13,8 +13,8 @@ use std::io::Cursor;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use voicebot_shard::audio::{self, ToPipelineRate};
-use voicebot_shard::discord::commands;
 use voicebot_shard::discord::plan::ShardPlan;
+use voicebot_shard::discord::{commands, config};
 use voicebot_shard::listen::{Listener, ListenerConfig};
 use voicebot_shard::openclaw::frames;
 
@@ -200,6 +200,25 @@ proptest! {
             && let Err(e) = commands::parse("jarvis", &interaction, &["jarvis".into(), "sage".into()])
         {
             prop_assert!(!e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn any_configuration_file_is_a_config_or_an_explained_error(
+        v in json_value(),
+        agents in prop::collection::vec(prop_oneof![".{0,10}".prop_map(|n| json!({"name": n})), json_value()], 0..4),
+        sensitivity in prop_oneof![Just(json!("low")), Just(json!("HIGH")), ".{0,8}".prop_map(Value::String), json_value()],
+        garbage in ".{0,64}",
+    ) {
+        for text in [
+            v.to_string(),
+            json!({"agents": agents, "defaultSensitivity": sensitivity}).to_string(),
+            garbage,
+        ] {
+            match config::parse(&text) {
+                Ok(c) => prop_assert!(c.agents.iter().all(|a| !a.trim().is_empty())),
+                Err(e) => prop_assert!(!e.is_empty()),
+            }
         }
     }
 

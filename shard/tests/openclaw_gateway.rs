@@ -279,6 +279,21 @@ async fn hostile_frames_are_errors_not_panics() {
         // Requests fail cleanly too, and the client can still be closed.
         client.close();
     }
+    // A 100 MB frame against the default limit (16 MB): refused by its size, not read whole.
+    let huge = format!(
+        r#"{{"type":"event","event":"x","payload":"{}"}}"#,
+        "a".repeat(100 << 20)
+    );
+    let url = hostile_server(vec![huge]).await;
+    let mut c = ClientConfig::new(url, Some(Secret::new("t")));
+    c.connect_timeout = Duration::from_secs(5);
+    let client = GatewayClient::start(c, Arc::new(MemoryStore::new().unwrap()));
+    let err = client
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .expect_err("a 100 MB frame");
+    assert!(!matches!(err, ClientError::Closed), "{err}");
+    client.close();
 }
 
 fn ask(args: &[&str], token: &str, state: &std::path::Path) -> std::process::Output {
