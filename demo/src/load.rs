@@ -186,41 +186,24 @@ pub async fn drive(
     // Turns still come after the talkers stop: wait for them (up to 30 s).
     let end = deadline + Duration::from_secs(30);
     loop {
-        if Instant::now() >= deadline && talkers.iter().all(|t| t.is_finished()) {
-            // Quiet: stop once nothing has come for 5 s.
-            match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
-                Err(_) => break,
-                Ok(e) => {
-                    if !account(
-                        e,
-                        sim,
-                        &ends,
-                        &mut turns,
-                        &mut replied,
-                        &mut errors,
-                        &mut dropped,
-                        &mut latencies,
-                    ) {
-                        break;
-                    }
-                }
-            }
-        } else {
-            match tokio::time::timeout(Duration::from_secs(1), events.recv()).await {
-                Err(_) => {}
-                Ok(e) => {
-                    if !account(
-                        e,
-                        sim,
-                        &ends,
-                        &mut turns,
-                        &mut replied,
-                        &mut errors,
-                        &mut dropped,
-                        &mut latencies,
-                    ) {
-                        break;
-                    }
+        // Once every talker is done, stop when nothing has come for 5 s.
+        let quiet = Instant::now() >= deadline && talkers.iter().all(|t| t.is_finished());
+        let wait = Duration::from_secs(if quiet { 5 } else { 1 });
+        match tokio::time::timeout(wait, events.recv()).await {
+            Err(_) if quiet => break,
+            Err(_) => {}
+            Ok(e) => {
+                if !account(
+                    e,
+                    sim,
+                    &ends,
+                    &mut turns,
+                    &mut replied,
+                    &mut errors,
+                    &mut dropped,
+                    &mut latencies,
+                ) {
+                    break;
                 }
             }
         }

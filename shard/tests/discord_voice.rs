@@ -18,14 +18,12 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use voicebot_discord_sim::{BotAudio, Guild, SimConfig, SimEvent, Simulator, TlsIdentity, User};
-use voicebot_shard::audio;
 
 use voicebot_shard::converse::names::CommonWords;
 use voicebot_shard::converse::relevance::RelevanceConfig;
 use voicebot_shard::converse::room::{RoomConfig, RoomEvent, TurnRecord};
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
 use voicebot_shard::discord::voice::Brains;
-use voicebot_shard::listen::ListenerConfig;
 use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::openclaw::GatewayClient;
 use voicebot_shard::openclaw::device::MemoryStore;
@@ -233,7 +231,7 @@ impl Bot {
             )
             .await
             .expect("the bot sent no audio");
-        (first, transcribe(&pcm))
+        (first, common::transcribe(&pcm, BotAudio::SAMPLE_RATE))
     }
 
     async fn stop(self) {
@@ -265,22 +263,6 @@ async fn next_in<T>(
             other => panic!("no such room event: {other:?}"),
         }
     }
-}
-
-/// Whisper on what the simulator recorded (48 kHz mono).
-fn transcribe(pcm48: &[f32]) -> String {
-    let pcm = audio::Pcm {
-        sample_rate: BotAudio::SAMPLE_RATE,
-        channels: 1,
-        samples: pcm48.to_vec(),
-    };
-    let mut pcm16 = audio::to_pipeline_rate(&pcm).unwrap();
-    pcm16.extend(silence(1_500));
-    common::listen(&pcm16, ListenerConfig::default())
-        .iter()
-        .map(|u| u.transcript.clone())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Lower case, digits as words (Whisper writes "2 plus 2").

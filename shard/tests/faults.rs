@@ -11,11 +11,9 @@ mod gateway;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use voicebot_shard::audio;
 use voicebot_shard::converse::engine::{APOLOGY, Conversation};
 use voicebot_shard::converse::names::{CommonWords, NameMatcher};
 use voicebot_shard::converse::relevance::{Relevance, RelevanceConfig, Sensitivity};
-use voicebot_shard::listen::ListenerConfig;
 use voicebot_shard::models::{DEFAULT_PIPER_VOICE, ModelPaths, WhisperModel, onnx_environment};
 use voicebot_shard::openclaw::device::MemoryStore;
 use voicebot_shard::openclaw::{ClientConfig, GatewayClient, session_key};
@@ -49,21 +47,6 @@ async fn conversation(config: ClientConfig) -> (Conversation, GatewayClient, Str
     (c, client, key)
 }
 
-fn transcribe(pcm: &[f32], rate: u32) -> String {
-    let pcm = audio::Pcm {
-        sample_rate: rate,
-        channels: 1,
-        samples: pcm.to_vec(),
-    };
-    let mut pcm16 = audio::to_pipeline_rate(&pcm).unwrap();
-    pcm16.extend(common::silence(1_500));
-    common::listen(&pcm16, ListenerConfig::default())
-        .iter()
-        .map(|u| u.transcript.to_lowercase())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_model_gets_a_spoken_apology_not_silence() {
     let gw = gateway::shared_gateway();
@@ -86,7 +69,7 @@ async fn a_stalled_model_gets_a_spoken_apology_not_silence() {
     assert!(error.contains("first"), "{error}");
     let first_audio = r.first_audio_ms.expect("the apology is spoken");
     eprintln!("stalled model → apology audio after {first_audio:.0} ms (timeout 3000 ms)");
-    let heard = transcribe(&r.audio, r.sample_rate);
+    let heard = common::transcribe(&r.audio, r.sample_rate).to_lowercase();
     assert!(heard.contains("sorry"), "{heard}");
     assert!(APOLOGY.to_lowercase().starts_with("sorry"));
 

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use voicebot_discord_sim::{BotAudio, Guild, SimConfig, SimEvent, Simulator, TlsIdentity, User};
-use voicebot_shard::audio;
-use voicebot_shard::listen::ListenerConfig;
 
 use common::fleet::{PREFIX, Redis, free_port};
 use common::{silence, speak};
@@ -71,22 +69,6 @@ impl Drop for Pod {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Whisper on what the simulator recorded (48 kHz mono).
-fn transcribe(pcm48: &[f32]) -> String {
-    let pcm = audio::Pcm {
-        sample_rate: BotAudio::SAMPLE_RATE,
-        channels: 1,
-        samples: pcm48.to_vec(),
-    };
-    let mut pcm16 = audio::to_pipeline_rate(&pcm).unwrap();
-    pcm16.extend(silence(1_500));
-    common::listen(&pcm16, ListenerConfig::default())
-        .iter()
-        .map(|u| u.transcript.to_lowercase())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 async fn command(sim: &Simulator, user: &User, options: serde_json::Value) -> String {
@@ -221,7 +203,7 @@ async fn a_pod_killed_mid_reply_is_replaced_and_the_reply_is_spoken() {
         "pod kill → the interrupted reply spoken again: {} ms",
         first.duration_since(killed).as_millis()
     );
-    let heard = transcribe(&pcm);
+    let heard = common::transcribe(&pcm, BotAudio::SAMPLE_RATE).to_lowercase();
     assert!(heard.contains("word"), "{heard}");
     redis
         .wait_hash(&format!("conv:{GUILD}"), |h| h.is_empty())
@@ -241,7 +223,9 @@ async fn a_pod_killed_mid_reply_is_replaced_and_the_reply_is_spoken() {
         )
         .await
         .unwrap_or_else(|| panic!("no answer after the restart: {}", pod.logs()));
-    let heard = transcribe(&pcm).replace('4', "four");
+    let heard = common::transcribe(&pcm, BotAudio::SAMPLE_RATE)
+        .to_lowercase()
+        .replace('4', "four");
     assert!(heard.contains("four"), "{heard}");
     let logs = pod.kill();
     let gw = gateway::shared_gateway().client_config();

@@ -128,3 +128,19 @@ pub fn engines() -> &'static (
         )
     })
 }
+
+/// Whisper (through the listener) on audio at any rate: the transcripts of its turns, joined.
+pub fn transcribe(pcm: &[f32], sample_rate: u32) -> String {
+    let pcm = audio::Pcm {
+        sample_rate,
+        channels: 1,
+        samples: pcm.to_vec(),
+    };
+    let mut pcm16 = audio::to_pipeline_rate(&pcm).expect("resample");
+    pcm16.extend(silence(1_500));
+    listen(&pcm16, ListenerConfig::default())
+        .iter()
+        .map(|u| u.transcript.clone())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
