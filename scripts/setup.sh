@@ -18,7 +18,7 @@ say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
 # --- system packages ---------------------------------------------------------------------
-apt_packages=(cmake clang libclang-dev pkg-config libopus-dev espeak-ng libespeak-ng-dev sox redis-server python3-venv openssl prometheus)
+apt_packages=(cmake clang libclang-dev pkg-config libopus-dev espeak-ng libespeak-ng-dev sox redis-server python3-venv openssl prometheus curl)
 if [[ "${SETUP_SKIP_APT:-0}" != 1 ]]; then
   missing=()
   for p in "${apt_packages[@]}"; do
