@@ -174,11 +174,7 @@ pub async fn drive(
             }));
         }
     }
-    let mut turns = 0u64;
-    let mut replied = 0u64;
-    let mut errors = 0u64;
-    let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
-    let mut latencies = Vec::new();
+    let mut tally = Tally::default();
     let mut forgot = Instant::now();
     // Memory once a minute: growth shows as a rising series, caches as an early plateau.
     let mut rss_by_minute = vec![rss_start.round()];
@@ -193,16 +189,7 @@ pub async fn drive(
             Err(_) if quiet => break,
             Err(_) => {}
             Ok(e) => {
-                if !account(
-                    e,
-                    sim,
-                    &ends,
-                    &mut turns,
-                    &mut replied,
-                    &mut errors,
-                    &mut dropped,
-                    &mut latencies,
-                ) {
+                if !tally.account(e, sim, &ends) {
                     break;
                 }
             }
@@ -224,63 +211,71 @@ pub async fn drive(
         "guilds": guilds.len(),
         "speakers": speakers,
         "minutes": minutes,
-        "turns": turns,
-        "replied": replied,
-        "dropped": dropped,
+        "turns": tally.turns,
+        "replied": tally.replied,
+        "dropped": tally.dropped,
         "latency_ms": {
-            "p50": percentile(&latencies, 50.0).map(|v| v.round()),
-            "p95": percentile(&latencies, 95.0).map(|v| v.round()),
-            "max": latencies.iter().copied().reduce(f64::max).map(|v| v.round()),
-            "count": latencies.len(),
+            "p50": percentile(&tally.latencies, 50.0).map(|v| v.round()),
+            "p95": percentile(&tally.latencies, 95.0).map(|v| v.round()),
+            "max": tally.latencies.iter().copied().reduce(f64::max).map(|v| v.round()),
+            "count": tally.latencies.len(),
         },
         "rss_mb": {"start": rss_start.round(), "end": rss_mb().round(), "by_minute": rss_by_minute},
-        "errors": errors + talker_errors.load(std::sync::atomic::Ordering::Relaxed),
+        "errors": tally.errors + talker_errors.load(std::sync::atomic::Ordering::Relaxed),
         "wall_s": started.elapsed().as_secs(),
     })
 }
 
-/// Counts one room event; `false` when the broadcast closed.
-#[allow(clippy::too_many_arguments)]
-fn account(
-    event: Result<(u64, RoomEvent), broadcast::error::RecvError>,
-    sim: &Simulator,
-    ends: &SpeechEnds,
-    turns: &mut u64,
-    replied: &mut u64,
-    errors: &mut u64,
-    dropped: &mut BTreeMap<String, u64>,
-    latencies: &mut Vec<f64>,
-) -> bool {
-    match event {
-        Ok((guild, RoomEvent::Turn(t))) => {
-            *turns += 1;
-            if t.reply.error.is_some() {
-                *errors += 1;
-            }
-            if t.reply.reply.is_some() && t.reply.error.is_none() {
-                *replied += 1;
-            }
-            // Stop speaking (the speaker's last speech end before the reply audio) → the
-            // bot's first RTP packet after the reply audio was queued.
-            if let Some(queued) = t.first_audio_at {
-                let end = lock(ends)
-                    .get(&(guild, t.speaker.clone()))
-                    .and_then(|v| v.iter().rev().find(|e| **e <= queued).copied());
-                if let (Some(end), Some(rtp)) = (end, sim.bot_packet_after(guild, queued)) {
-                    latencies.push(rtp.saturating_duration_since(end).as_secs_f64() * 1e3);
+/// What the load produced so far.
+#[derive(Default)]
+struct Tally {
+    turns: u64,
+    replied: u64,
+    errors: u64,
+    dropped: BTreeMap<String, u64>,
+    latencies: Vec<f64>,
+}
+
+impl Tally {
+    /// Counts one room event; `false` when the broadcast closed.
+    fn account(
+        &mut self,
+        event: Result<(u64, RoomEvent), broadcast::error::RecvError>,
+        sim: &Simulator,
+        ends: &SpeechEnds,
+    ) -> bool {
+        match event {
+            Ok((guild, RoomEvent::Turn(t))) => {
+                self.turns += 1;
+                if t.reply.error.is_some() {
+                    self.errors += 1;
                 }
+                if t.reply.reply.is_some() && t.reply.error.is_none() {
+                    self.replied += 1;
+                }
+                // Stop speaking (the speaker's last speech end before the reply audio) → the
+                // bot's first RTP packet after the reply audio was queued.
+                if let Some(queued) = t.first_audio_at {
+                    let end = lock(ends)
+                        .get(&(guild, t.speaker.clone()))
+                        .and_then(|v| v.iter().rev().find(|e| **e <= queued).copied());
+                    if let (Some(end), Some(rtp)) = (end, sim.bot_packet_after(guild, queued)) {
+                        self.latencies
+                            .push(rtp.saturating_duration_since(end).as_secs_f64() * 1e3);
+                    }
+                }
+                true
             }
-            true
+            Ok((_, RoomEvent::Dropped { reason, .. })) => {
+                *self.dropped.entry(reason.label().to_string()).or_default() += 1;
+                true
+            }
+            Ok(_) => true,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                *self.dropped.entry("observer_lagged".into()).or_default() += n;
+                true
+            }
+            Err(broadcast::error::RecvError::Closed) => false,
         }
-        Ok((_, RoomEvent::Dropped { reason, .. })) => {
-            *dropped.entry(reason.label().to_string()).or_default() += 1;
-            true
-        }
-        Ok(_) => true,
-        Err(broadcast::error::RecvError::Lagged(n)) => {
-            *dropped.entry("observer_lagged".into()).or_default() += n;
-            true
-        }
-        Err(broadcast::error::RecvError::Closed) => false,
     }
 }

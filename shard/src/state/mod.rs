@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Notify;
 
@@ -108,7 +107,7 @@ pub struct Snapshot {
     /// Guild → settings (agent, sensitivity, the voice channel the bot was in).
     pub guilds: HashMap<u64, GuildSettings>,
     /// Guild → user → voice state.
-    pub voice: HashMap<u64, HashMap<u64, SavedVoice>>,
+    pub voice: HashMap<u64, BTreeMap<u64, SavedVoice>>,
     /// Shard → its gateway session.
     pub sessions: HashMap<u32, SavedSession>,
     /// Guild → the run in flight.
@@ -131,8 +130,6 @@ pub enum Health {
 pub struct StateStats {
     /// Round trips to Redis (pipelines and single commands).
     pub round_trips: AtomicU64,
-    /// Keys written (or deleted).
-    pub keys_written: AtomicU64,
     /// Failed round trips.
     pub errors: AtomicU64,
 }
@@ -262,6 +259,14 @@ impl FleetState {
 
     fn count_trip(&self) {
         self.inner.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records what Redis already holds (read at start-up): no write now, but the whole
+    /// mirror is written back if Redis ever comes back empty.
+    fn remember(&self, key: String, entry: Entry) {
+        if self.inner.conn.is_some() {
+            lock(&self.inner.mirror).insert(key, entry);
+        }
     }
 
     fn set(&self, key: String, entry: Entry) {
@@ -416,7 +421,7 @@ impl FleetState {
             if let Some(s) = parse_guild(*g, &settings) {
                 snapshot.guilds.insert(*g, s);
             }
-            let states: HashMap<u64, SavedVoice> = voice
+            let states: BTreeMap<u64, SavedVoice> = voice
                 .iter()
                 .filter_map(|(user, v)| Some((user.parse().ok()?, parse_voice(v)?)))
                 .collect();
@@ -452,18 +457,17 @@ impl FleetState {
         }
         // What was loaded is what Redis holds: the mirror starts from it, so a Redis that
         // comes back empty after an outage gets it all back.
-        {
-            let mut mirror = lock(&self.inner.mirror);
-            for (g, s) in &snapshot.guilds {
-                let fields = guild_fields(s);
-                mirror.insert(self.key(&format!("guild:{g}")), Entry::Hash(fields, None));
-            }
+        for (g, s) in &snapshot.guilds {
+            self.remember(
+                self.key(&format!("guild:{g}")),
+                Entry::Hash(guild_fields(s), None),
+            );
         }
         for (g, states) in &snapshot.voice {
-            let states: BTreeMap<u64, SavedVoice> = states.iter().map(|(u, v)| (*u, *v)).collect();
-            let fields = voice_fields(&states);
-            lock(&self.inner.mirror)
-                .insert(self.key(&format!("voice:{g}")), Entry::Hash(fields, None));
+            self.remember(
+                self.key(&format!("voice:{g}")),
+                Entry::Hash(voice_fields(states), None),
+            );
         }
         Ok(snapshot)
     }
@@ -504,9 +508,9 @@ impl FleetState {
                 StateError::Unreachable(format!("{key} does not hold a 32-byte base64url seed"))
             })?;
         let identity = DeviceIdentity::from_seed(&seed);
-        self.set(key, Entry::Str(identity.seed().expose().to_string(), None));
+        self.remember(key, Entry::Str(identity.seed().expose().to_string(), None));
         if let Some(t) = &token {
-            self.set(
+            self.remember(
                 self.key("openclaw:device-token"),
                 Entry::Str(t.clone(), None),
             );
@@ -530,17 +534,6 @@ impl FleetState {
             self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
             describe(&e)
         }))
-    }
-
-    /// Reads one hash (tests and tools).
-    pub async fn read_hash(&self, rest: &str) -> Result<HashMap<String, String>, StateError> {
-        let Some(mut conn) = self.conn() else {
-            return Ok(HashMap::new());
-        };
-        self.count_trip();
-        conn.hgetall(self.key(rest))
-            .await
-            .map_err(|e| StateError::Unreachable(describe(&e)))
     }
 }
 
@@ -662,10 +655,6 @@ async fn writer(state: FleetState) {
         state.count_trip();
         match pipe.query_async::<()>(&mut conn).await {
             Ok(()) => {
-                inner
-                    .stats
-                    .keys_written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 // Tombstones that reached Redis are forgotten.
                 {
                     let mut mirror = lock(&inner.mirror);
