@@ -155,7 +155,91 @@ impl Whisper {
         } else {
             logprob_sum / tokens as f32
         };
-        out.text = out.text.trim().to_string();
+        out.text = match collapse_loop(out.text.trim()) {
+            Some(once) => {
+                tracing::debug!("whisper repeated itself until the token limit; kept one copy");
+                once
+            }
+            None => out.text.trim().to_string(),
+        };
         Ok(out)
+    }
+}
+
+/// A decode that ends in a phrase repeated over and over, the way Whisper loops on a short
+/// clip followed by silence ("2 plus 2 is 4. 2 plus 2 is 4. 2 plus 2 is 4. 2 plus"), cut
+/// down to one copy of the phrase. `None` when the text does not end in such a loop.
+///
+/// A loop is at least two whole copies of a phrase running to the end of the text (the last
+/// copy may be cut short, even mid-word, by the token limit) and at least six words in all,
+/// so that someone saying "no no" or "bye bye" is left alone.
+pub fn collapse_loop(text: &str) -> Option<String> {
+    const MIN_LOOP_WORDS: usize = 6;
+    const MAX_PHRASE_WORDS: usize = 40;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let keys: Vec<String> = words.iter().map(|w| super::guard::normalize(w)).collect();
+    let n = words.len();
+    for start in 0..n.saturating_sub(MIN_LOOP_WORDS - 1) {
+        let tail = n - start;
+        for phrase in 1..=(tail / 2).min(MAX_PHRASE_WORDS) {
+            let repeats = (start + phrase..n).all(|i| {
+                let expected = &keys[start + (i - start) % phrase];
+                keys[i] == *expected || (i == n - 1 && expected.starts_with(keys[i].as_str()))
+            });
+            if repeats && keys[start..start + phrase].iter().any(|k| !k.is_empty()) {
+                return Some(words[..start + phrase].join(" "));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collapse_loop;
+
+    #[test]
+    fn a_loop_run_to_the_token_limit_keeps_one_copy() {
+        assert_eq!(
+            collapse_loop("2 plus 2 is 4. 2 plus 2 is 4. 2 plus 2 is 4. 2 plus 2 is 4. 2 plus")
+                .as_deref(),
+            Some("2 plus 2 is 4.")
+        );
+        assert_eq!(
+            collapse_loop("Jarvis, what time is it? What time is it? What time is it? What ti")
+                .as_deref(),
+            Some("Jarvis, what time is it?")
+        );
+        assert_eq!(
+            collapse_loop("you you you you you you you").as_deref(),
+            Some("you")
+        );
+    }
+
+    #[test]
+    fn ordinary_speech_and_short_repetition_are_left_alone() {
+        for text in [
+            "",
+            "Jarvis, what is two plus two?",
+            "no no no",
+            "bye bye",
+            "Sage, tell me a story. A long one.",
+            "it is what it is",
+            "one two three one two three four",
+        ] {
+            assert_eq!(collapse_loop(text), None, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_collapsed_text_is_a_shorter_prefix_of_the_words(text in "[ab .,?é]{0,80}") {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            if let Some(once) = collapse_loop(&text) {
+                let kept: Vec<&str> = once.split_whitespace().collect();
+                proptest::prop_assert!(!kept.is_empty() && kept.len() < words.len());
+                proptest::prop_assert_eq!(&words[..kept.len()], &kept[..]);
+            }
+        }
     }
 }
