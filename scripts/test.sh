@@ -23,7 +23,8 @@ step "cargo test"
 t2=$SECONDS
 marker="$(mktemp)"
 test_output="$(mktemp)"
-cargo test --workspace --locked 2>&1 | tee "$test_output"
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_output"
 t_test=$((SECONDS - t2))
 
 step "no secret in the test output or the logs the tests left"
