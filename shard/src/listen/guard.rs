@@ -231,6 +231,17 @@ mod tests {
         assert_eq!(collapse_loops("go go go go home"), "go home");
         assert_eq!(collapse_loops("I see. I see. I see. I see."), "I see.");
         assert_eq!(collapse_loops("one two three"), "one two three");
+        // Seen from tiny.en on a 1.4 s clip of Piper saying "Two plus two is four.": the
+        // loop runs into the token limit mid-phrase; the echo trim takes the rest.
+        assert_eq!(
+            check_text(
+                &GuardConfig::default(),
+                "2 plus 2 is 4. 2 plus 2 is 4. 2 plus 2 is 4. 2 plus 2 is 4. 2 plus",
+                0.0,
+                -0.2
+            ),
+            Ok("2 plus 2 is 4.".to_string())
+        );
     }
 
     #[test]
