@@ -250,12 +250,9 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
     if let Some(guilds) = &load_guilds {
         let clips = Arc::new(load::clips()?);
         for (guild, channel, users) in guilds {
-            sim.wait_for(
-                "the guild's commands",
-                |e| matches!(e, SimEvent::Commands { guild: Some(g), .. } if g == guild),
-            )
-            .await
-            .map_err(anyhow::Error::msg)?;
+            sim.wait_for_commands(*guild)
+                .await
+                .map_err(anyhow::Error::msg)?;
             for u in users {
                 sim.user_voice(*guild, u, Some(*channel))
                     .map_err(anyhow::Error::msg)?;

@@ -110,25 +110,54 @@ impl Simulator {
         state::lock(&self.state.inner).history.clone()
     }
 
-    /// Waits (up to 20 s) for the first recorded event that matches; the error lists what was
+    /// Waits (up to 30 s) for the first recorded event that matches; the error lists what was
     /// recorded instead.
     pub async fn wait_for(
         &self,
         what: &str,
         pred: impl Fn(&SimEvent) -> bool,
     ) -> Result<SimEvent, String> {
-        let start = std::time::Instant::now();
+        self.wait_for_since(0, Duration::from_secs(30), what, pred)
+            .await
+    }
+
+    /// Waits up to `within` for an event that matches among those recorded after the first
+    /// `mark` (take `history().len()` before acting); the error lists what came after it.
+    pub async fn wait_for_since(
+        &self,
+        mark: usize,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&SimEvent) -> bool,
+    ) -> Result<SimEvent, String> {
+        let start = Instant::now();
         loop {
-            if let Some(e) = self.history().into_iter().find(|e| pred(e)) {
-                return Ok(e);
+            let history = self.history();
+            let after = history.get(mark..).unwrap_or_default();
+            if let Some(e) = after.iter().find(|e| pred(e)) {
+                return Ok(e.clone());
             }
-            if start.elapsed() > std::time::Duration::from_secs(20) {
+            if start.elapsed() > within {
                 return Err(format!(
-                    "the simulator never saw {what}; it saw: {:#?}",
-                    self.history()
+                    "the simulator never saw {what} after event {mark}; it saw: {after:#?}"
                 ));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the bot has registered its slash commands in `guild` (its shard is up and
+    /// has seen the guild); returns the commands as sent.
+    pub async fn wait_for_commands(&self, guild: u64) -> Result<serde_json::Value, String> {
+        let event = self
+            .wait_for(
+                "the guild's commands",
+                |e| matches!(e, SimEvent::Commands { guild: Some(g), .. } if *g == guild),
+            )
+            .await?;
+        match event {
+            SimEvent::Commands { commands, .. } => Ok(commands),
+            other => Err(format!("expected the guild's commands, got {other:?}")),
         }
     }
 

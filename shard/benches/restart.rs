@@ -11,6 +11,8 @@
 
 #[path = "../tests/common/fleet.rs"]
 mod fleet;
+#[path = "../tests/common/pod.rs"]
+mod pod;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -21,7 +23,8 @@ use serde_json::json;
 use voicebot_discord_sim::{Guild, SimConfig, SimEvent, Simulator, TlsIdentity, User};
 use voicebot_shard::eval::percentile;
 
-use fleet::{PREFIX, Redis, free_port};
+use fleet::{Redis, free_port};
+use pod::pod_command;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -38,18 +41,9 @@ struct Pod(Child);
 
 impl Pod {
     fn start(sim: &Simulator, redis: Option<&Redis>, cert: &Path) -> Self {
-        let config = SimConfig::default();
         let log = cert.with_file_name(format!("pod-{}.log", fleet::free_port()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voicebot-shard"));
-        cmd.args(["run", "--workers", "1"])
-            .env("DISCORD_TOKEN", &config.token)
-            .env("DISCORD_APPLICATION_ID", config.application_id.to_string())
-            .env("DISCORD_API_PROXY", sim.http_proxy())
-            .env("DISCORD_GATEWAY_URL", sim.gateway_url())
-            .env("SSL_CERT_FILE", cert)
-            .env("POD_NAME", "jarvis-shard-0")
-            .env("VOICEBOT_REDIS_PREFIX", PREFIX)
-            .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        let mut cmd = pod_command(sim, "jarvis-shard-0", free_port(), &["--workers", "1"]);
+        cmd.env("SSL_CERT_FILE", cert)
             .env("VOICEBOT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap());

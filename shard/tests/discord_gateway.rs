@@ -43,17 +43,7 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
     };
     let (stop, shutdown) = watch::channel(false);
     let shard = tokio::spawn(run(config, shutdown));
-    sim.wait_for("the guild's commands", |e| {
-        matches!(
-            e,
-            SimEvent::Commands {
-                guild: Some(GUILD),
-                ..
-            }
-        )
-    })
-    .await
-    .unwrap();
+    sim.wait_for_commands(GUILD).await.unwrap();
 
     // Ann is not in voice yet: join explains; then she joins and the bot follows.
     let id = sim
@@ -196,21 +186,7 @@ async fn the_run_command_starts_as_the_operator_configures_it_and_stops_on_sigte
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let commands = sim
-        .wait_for("the guild's commands", |e| {
-            matches!(
-                e,
-                SimEvent::Commands {
-                    guild: Some(GUILD),
-                    ..
-                }
-            )
-        })
-        .await
-        .unwrap();
-    let SimEvent::Commands { commands, .. } = commands else {
-        unreachable!()
-    };
+    let commands = sim.wait_for_commands(GUILD).await.unwrap();
     assert_eq!(
         commands[0]["name"], "sage",
         "the first agent names the command"

@@ -125,17 +125,7 @@ impl Bot {
         let (stop, shutdown) = watch::channel(false);
         let shard = tokio::spawn(run(config, shutdown));
         let token = sim_config.token.clone();
-        sim.wait_for("the guild's commands", |e| {
-            matches!(
-                e,
-                SimEvent::Commands {
-                    guild: Some(GUILD),
-                    ..
-                }
-            )
-        })
-        .await
-        .unwrap();
+        sim.wait_for_commands(GUILD).await.unwrap();
         Self {
             sim,
             metrics,

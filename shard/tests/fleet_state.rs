@@ -17,7 +17,8 @@ const LOUNGE: u64 = 1_400_000_000_000_000_010;
 
 mod common;
 
-use common::fleet::{PASSWORD, PREFIX, Redis, free_port};
+use common::fleet::{PASSWORD, Redis, free_port};
+use common::pod::pod_command;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("voicebot-fleet-{}-{name}", std::process::id()));
@@ -34,26 +35,22 @@ struct Pod {
 
 impl Pod {
     fn start(sim: &Simulator, redis: &str, name: &str, shards: u32, dir: &std::path::Path) -> Self {
-        let config = SimConfig::default();
         let log = dir.join(format!("{name}-{}.log", now_ms()));
         let metrics_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_voicebot-shard"))
-            .args(["run", "--no-voice", "--agents", "jarvis,sage"])
-            .env("DISCORD_TOKEN", &config.token)
-            .env("DISCORD_APPLICATION_ID", config.application_id.to_string())
-            .env("DISCORD_API_PROXY", sim.http_proxy())
-            .env("DISCORD_GATEWAY_URL", sim.gateway_url())
-            .env("SHARD_COUNT", shards.to_string())
-            .env("SHARDS_PER_POD", "1")
-            .env("POD_NAME", name)
-            .env("REDIS_URL", redis)
-            .env("VOICEBOT_REDIS_PREFIX", PREFIX)
-            .env("VOICEBOT_IDENTIFY_INTERVAL_MS", "1500")
-            .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-            .env("VOICEBOT_LOG", "debug")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = pod_command(
+            sim,
+            name,
+            metrics_port,
+            &["--no-voice", "--agents", "jarvis,sage"],
+        )
+        .env("SHARD_COUNT", shards.to_string())
+        .env("SHARDS_PER_POD", "1")
+        .env("REDIS_URL", redis)
+        .env("VOICEBOT_IDENTIFY_INTERVAL_MS", "1500")
+        .env("VOICEBOT_LOG", "debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
         Self {
             child,
             log,
@@ -146,38 +143,6 @@ fn option(name: &str, option: &str, value: &str) -> serde_json::Value {
     json!([{"name": name, "type": 1, "options": [{"name": option, "type": 3, "value": value}]}])
 }
 
-async fn commands_registered(sim: &Simulator, after: usize) {
-    let start = Instant::now();
-    while !sim.history()[after..].iter().any(|e| {
-        matches!(
-            e,
-            SimEvent::Commands {
-                guild: Some(GUILD),
-                ..
-            }
-        )
-    }) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{:#?}",
-            sim.history()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_after(sim: &Simulator, after: usize, what: &str, pred: impl Fn(&SimEvent) -> bool) {
-    let start = Instant::now();
-    while !sim.history()[after..].iter().any(&pred) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "never saw {what} after event {after}: {:#?}",
-            &sim.history()[after..]
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn assert_no_secrets(logs: &str) {
     let config = SimConfig::default();
     assert!(
@@ -198,7 +163,7 @@ async fn a_killed_pod_is_replaced_by_one_that_resumes_keeps_settings_and_rejoins
     sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
     let dir = scratch("restart");
     let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
-    commands_registered(&sim, 0).await;
+    sim.wait_for_commands(GUILD).await.unwrap();
 
     sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -229,17 +194,23 @@ async fn a_killed_pod_is_replaced_by_one_that_resumes_keeps_settings_and_rejoins
     assert_no_secrets(&logs);
     let mark = sim.history().len();
     let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
-    wait_after(&sim, mark, "a RESUME", |e| {
+    sim.wait_for_since(mark, Duration::from_secs(30), "a RESUME", |e| {
         matches!(e, SimEvent::Resume { session_id, accepted: true, .. } if *session_id == session["id"])
     })
-    .await;
-    wait_after(&sim, mark, "the voice channel joined again", |e| {
-        *e == SimEvent::VoiceState {
-            guild: GUILD,
-            channel: Some(LOUNGE),
-        }
-    })
-    .await;
+    .await.unwrap();
+    sim.wait_for_since(
+        mark,
+        Duration::from_secs(30),
+        "the voice channel joined again",
+        |e| {
+            *e == SimEvent::VoiceState {
+                guild: GUILD,
+                channel: Some(LOUNGE),
+            }
+        },
+    )
+    .await
+    .unwrap();
     assert!(
         !sim.history()[mark..]
             .iter()
@@ -257,10 +228,14 @@ async fn a_killed_pod_is_replaced_by_one_that_resumes_keeps_settings_and_rejoins
     assert_no_secrets(&logs);
     let mark = sim.history().len();
     let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
-    wait_after(&sim, mark, "a RESUME after a clean stop", |e| {
-        matches!(e, SimEvent::Resume { accepted: true, .. })
-    })
-    .await;
+    sim.wait_for_since(
+        mark,
+        Duration::from_secs(30),
+        "a RESUME after a clean stop",
+        |e| matches!(e, SimEvent::Resume { accepted: true, .. }),
+    )
+    .await
+    .unwrap();
     assert_no_secrets(&pod.stop().await);
 }
 
@@ -310,7 +285,7 @@ async fn a_redis_outage_loses_nothing_not_even_a_change_made_during_it() {
     sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
     let dir = scratch("outage");
     let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
-    commands_registered(&sim, 0).await;
+    sim.wait_for_commands(GUILD).await.unwrap();
     sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     command(&sim, &ann, json!([{"name": "join", "type": 1}])).await;
@@ -360,10 +335,11 @@ async fn a_redis_outage_loses_nothing_not_even_a_change_made_during_it() {
     // And a new pod finds it all.
     let mark = sim.history().len();
     let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
-    wait_after(&sim, mark, "a RESUME", |e| {
+    sim.wait_for_since(mark, Duration::from_secs(30), "a RESUME", |e| {
         matches!(e, SimEvent::Resume { accepted: true, .. })
     })
-    .await;
+    .await
+    .unwrap();
     let status = command(&sim, &ann, json!([{"name": "status", "type": 1}])).await;
     assert!(
         status.starts_with("Agent sage, sensitivity medium, in "),
@@ -381,7 +357,7 @@ async fn a_pod_started_while_redis_is_down_serves_and_writes_back_later() {
     sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
     let dir = scratch("down");
     let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
-    commands_registered(&sim, 0).await;
+    sim.wait_for_commands(GUILD).await.unwrap();
     let changed = command(&sim, &ann, option("agent", "name", "sage")).await;
     assert_eq!(changed, "sage will answer from now on.");
     redis.restart();

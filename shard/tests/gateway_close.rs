@@ -37,34 +37,12 @@ async fn started() -> (
     };
     let (stop, shutdown) = watch::channel(false);
     let shard = tokio::spawn(run(config, shutdown));
-    sim.wait_for("the guild's commands", |e| {
-        matches!(
-            e,
-            SimEvent::Commands {
-                guild: Some(GUILD),
-                ..
-            }
-        )
-    })
-    .await
-    .unwrap();
+    sim.wait_for_commands(GUILD).await.unwrap();
     (sim, stop, shard)
 }
 
 fn count(sim: &Simulator, after: usize, pred: impl Fn(&SimEvent) -> bool) -> usize {
     sim.history()[after..].iter().filter(|e| pred(e)).count()
-}
-
-async fn wait(sim: &Simulator, after: usize, what: &str, pred: impl Fn(&SimEvent) -> bool) {
-    let start = Instant::now();
-    while count(sim, after, &pred) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "never saw {what}: {:#?}",
-            &sim.history()[after..]
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn is_identify(e: &SimEvent) -> bool {
@@ -78,10 +56,11 @@ async fn resumable_closes_resume_and_session_ending_closes_identify_again() {
         let mark = sim.history().len();
         let closed = Instant::now();
         sim.close_gateway_connections(code);
-        wait(&sim, mark, "a RESUME", |e| {
+        sim.wait_for_since(mark, Duration::from_secs(20), "a RESUME", |e| {
             matches!(e, SimEvent::Resume { accepted: true, .. })
         })
-        .await;
+        .await
+        .unwrap();
         eprintln!("close {code} → RESUMED after {:?}", closed.elapsed());
         assert_eq!(count(&sim, mark, is_identify), 0, "close {code}");
     }
@@ -89,7 +68,9 @@ async fn resumable_closes_resume_and_session_ending_closes_identify_again() {
         let mark = sim.history().len();
         let closed = Instant::now();
         sim.close_gateway_connections(code);
-        wait(&sim, mark, "a new IDENTIFY", is_identify).await;
+        sim.wait_for_since(mark, Duration::from_secs(20), "a new IDENTIFY", is_identify)
+            .await
+            .unwrap();
         eprintln!("close {code} → IDENTIFY again after {:?}", closed.elapsed());
         // The session is gone: the RESUME twilight tries first is refused.
         assert_eq!(

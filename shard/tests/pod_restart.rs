@@ -11,13 +11,14 @@ mod common;
 mod gateway;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use voicebot_discord_sim::{BotAudio, Guild, SimConfig, SimEvent, Simulator, TlsIdentity, User};
 
-use common::fleet::{PREFIX, Redis, free_port};
+use common::fleet::{Redis, free_port};
+use common::pod::pod_command;
 use common::{silence, speak};
 
 const GUILD: u64 = 1_800_000_000_000_000_001;
@@ -27,25 +28,17 @@ struct Pod(Child, PathBuf);
 
 impl Pod {
     fn start(sim: &Simulator, redis: &Redis, cert: &Path, n: u32) -> Self {
-        let config = SimConfig::default();
         let gw = gateway::shared_gateway().client_config();
         let log = common::scratch().join(format!("pod-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_voicebot-shard"))
-            .args(["run", "--workers", "1", "--agents", "jarvis,sage"])
-            .env("DISCORD_TOKEN", &config.token)
-            .env("DISCORD_APPLICATION_ID", config.application_id.to_string())
-            .env("DISCORD_API_PROXY", sim.http_proxy())
-            .env("DISCORD_GATEWAY_URL", sim.gateway_url())
+        let args = ["--workers", "1", "--agents", "jarvis,sage"];
+        let child = pod_command(sim, "jarvis-shard-0", free_port(), &args)
             .env("SSL_CERT_FILE", cert)
-            .env("POD_NAME", "jarvis-shard-0")
             .env("REDIS_URL", redis.url())
-            .env("VOICEBOT_REDIS_PREFIX", PREFIX)
             .env("OPENCLAW_GATEWAY_URL", &gw.url)
             .env(
                 "OPENCLAW_GATEWAY_TOKEN",
                 gw.token.as_ref().map(|t| t.expose()).unwrap_or_default(),
             )
-            .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
             .env("VOICEBOT_LOG", "info,voicebot_shard=debug")
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -86,26 +79,6 @@ async fn command(sim: &Simulator, user: &User, options: serde_json::Value) -> St
     content
 }
 
-async fn wait_after(
-    sim: &Simulator,
-    after: usize,
-    within: Duration,
-    pred: impl Fn(&SimEvent) -> bool,
-) -> Instant {
-    let start = Instant::now();
-    loop {
-        if sim.history()[after..].iter().any(&pred) {
-            return Instant::now();
-        }
-        assert!(
-            start.elapsed() < within,
-            "not seen: {:#?}",
-            &sim.history()[after..]
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn says(text: &str) -> Vec<f32> {
     let mut pcm = speak(text, "en-us", 150);
     pcm.extend(silence(300));
@@ -129,7 +102,7 @@ async fn a_pod_killed_mid_reply_is_replaced_and_the_reply_is_spoken() {
     gateway::shared_gateway();
 
     let pod = Pod::start(&sim, &redis, &cert, 1);
-    wait_after(&sim, 0, Duration::from_secs(120), |e| {
+    sim.wait_for_since(0, Duration::from_secs(120), "the guild's commands", |e| {
         matches!(
             e,
             SimEvent::Commands {
@@ -138,7 +111,8 @@ async fn a_pod_killed_mid_reply_is_replaced_and_the_reply_is_spoken() {
             }
         )
     })
-    .await;
+    .await
+    .unwrap();
     sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     command(&sim, &ann, json!([{"name": "join", "type": 1}])).await;
@@ -170,14 +144,17 @@ async fn a_pod_killed_mid_reply_is_replaced_and_the_reply_is_spoken() {
     let killed = Instant::now();
     pod.kill();
     let pod = Pod::start(&sim, &redis, &cert, 2);
-    wait_after(&sim, mark, Duration::from_secs(60), |e| {
+    sim.wait_for_since(mark, Duration::from_secs(60), "a RESUME", |e| {
         matches!(e, SimEvent::Resume { accepted: true, .. })
     })
-    .await;
-    let rejoined = wait_after(&sim, mark, Duration::from_secs(60), |e| {
+    .await
+    .unwrap();
+    sim.wait_for_since(mark, Duration::from_secs(60), "the voice connection", |e| {
         matches!(e, SimEvent::VoiceConnect { guild: GUILD, .. })
     })
-    .await;
+    .await
+    .unwrap();
+    let rejoined = Instant::now();
     eprintln!(
         "pod kill → voice rejoined: {} ms",
         rejoined.duration_since(killed).as_millis()

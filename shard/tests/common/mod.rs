@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod fleet;
+pub mod pod;
 
 use std::path::PathBuf;
 use std::process::Command;
