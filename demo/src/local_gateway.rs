@@ -278,6 +278,11 @@ fn repo_root() -> PathBuf {
 impl Gateway {
     /// Starts a gateway with agents `jarvis` and `sage`, backed by the fake model.
     pub fn start() -> Self {
+        Self::start_with(&["jarvis".to_string(), "sage".to_string()])
+    }
+
+    /// Starts a gateway with these agents (the first is the system agent).
+    pub fn start_with(agents: &[String]) -> Self {
         let model = fake_model();
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("voicebot-gw-{}-{port}", std::process::id()));
@@ -286,6 +291,16 @@ impl Gateway {
         getrandom::fill(&mut token_bytes).unwrap();
         let token: String = token_bytes.iter().map(|b| format!("{b:02x}")).collect();
         let agent = |id: &str, name: &str| serde_json::json!({"name": name, "workspace": dir.join(format!("ws-{id}")), "identity": {"name": name}});
+        let entries: serde_json::Map<String, serde_json::Value> = agents
+            .iter()
+            .map(|id| {
+                let mut name = id.clone();
+                if let Some(first) = name.get_mut(..1) {
+                    first.make_ascii_uppercase();
+                }
+                (id.clone(), agent(id, &name))
+            })
+            .collect();
         let config = serde_json::json!({
             "gateway": {"mode": "local", "port": port, "bind": "loopback", "auth": {"mode": "token", "token": token}},
             "update": {"checkOnStart": false},
@@ -298,8 +313,8 @@ impl Gateway {
                     "contextWindow": 128000, "maxTokens": 4096}]}}},
             "agents": {"ownership": "explicit",
                 "defaults": {"model": {"primary": "fake/fake-model", "fallbacks": []}, "utilityModel": "",
-                    "systemAgent": {"agentId": "jarvis"}},
-                "entries": {"jarvis": agent("jarvis", "Jarvis"), "sage": agent("sage", "Sage")}}
+                    "systemAgent": {"agentId": agents.first().map_or("jarvis", String::as_str)}},
+                "entries": entries}
         });
         std::fs::write(
             dir.join("openclaw.json"),

@@ -22,6 +22,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
+use voicebot_config::BotConfig;
+use voicebot_crds::VoiceBot;
 use voicebot_discord_sim::{Guild, SimConfig, SimEvent, Simulator, TlsIdentity, User};
 use voicebot_shard::audio;
 use voicebot_shard::converse::relevance::Sensitivity;
@@ -66,27 +68,34 @@ struct Args {
     /// An OpenClaw gateway to use instead of starting one (token from $OPENCLAW_GATEWAY_TOKEN).
     #[arg(long, env = "OPENCLAW_GATEWAY_URL")]
     gateway: Option<String>,
-    /// The agent that answers (the slash command is `/jarvis`; `sage` is the other agent).
-    #[arg(long, default_value = "jarvis")]
-    agent: String,
-    /// How readily the bot answers.
-    #[arg(long, default_value = "low")]
-    sensitivity: Sensitivity,
+    /// A VoiceBot resource (e.g. examples/voicebot.yaml): the demo runs its agents (names,
+    /// aliases, personas, voices), models, listening settings, limits and default sensitivity,
+    /// as the cluster would. Its Redis and gateway addresses are the cluster's: the demo uses
+    /// `--redis` / `--gateway` (or its local gateway) instead.
+    #[arg(long)]
+    voicebot: Option<PathBuf>,
+    /// The agent that answers (default: the first agent; without `--voicebot` the agents are
+    /// `jarvis` and `sage` and the slash command is `/jarvis`).
+    #[arg(long)]
+    agent: Option<String>,
+    /// How readily the bot answers (default: the file's `defaultSensitivity`, else low).
+    #[arg(long)]
+    sensitivity: Option<Sensitivity>,
     /// Say the input this many times (latency figures over several turns).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
     /// Where the reply WAVs go.
     #[arg(long, default_value = "voicebot-demo-out")]
     out: PathBuf,
-    /// Whisper model.
-    #[arg(long, value_enum, default_value = "tiny.en")]
-    model: WhisperModel,
+    /// Whisper model (default: the file's `models.whisper`, else tiny.en).
+    #[arg(long, value_enum)]
+    model: Option<WhisperModel>,
     /// Directory with the models.
     #[arg(long, env = "VOICEBOT_MODELS_DIR")]
     models_dir: Option<PathBuf>,
-    /// Listening workers.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
+    /// Listening workers (default: the file's `limits.workers`, else 2).
+    #[arg(long)]
+    workers: Option<usize>,
     /// Serve the shard's /metrics, /healthz and /readyz here (e.g. 127.0.0.1:9090).
     #[arg(long)]
     metrics_addr: Option<String>,
@@ -134,6 +143,51 @@ fn trust(tls: &TlsIdentity, dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bot the demo runs: from `--voicebot`, else the built-in jarvis + sage.
+fn bot_config(args: &Args) -> anyhow::Result<BotConfig> {
+    let mut bot = match &args.voicebot {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let vb: VoiceBot = serde_yaml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: not a VoiceBot: {e}", path.display()))?;
+            if let Err(bad) = vb.spec.validate() {
+                let list: Vec<String> = bad.iter().map(ToString::to_string).collect();
+                anyhow::bail!("{}: {}", path.display(), list.join("; "));
+            }
+            vb.spec.config
+        }
+        None => BotConfig::from_json(
+            &json!({
+                "agents": [{"name": "jarvis"}, {"name": "sage"}],
+                "redis": {"url": "redis://127.0.0.1:6379"},
+                "gateway": {"url": "ws://127.0.0.1:18789", "tokenSecret": {"name": "-", "key": "-"}},
+            })
+            .to_string(),
+        )
+        .map_err(anyhow::Error::msg)?,
+    };
+    if let Some(m) = args.model {
+        bot.models.whisper = match m {
+            WhisperModel::TinyEn => voicebot_config::WhisperModel::TinyEn,
+            WhisperModel::Base => voicebot_config::WhisperModel::Base,
+        };
+    }
+    if let Some(w) = args.workers {
+        bot.limits.workers = w.clamp(1, 32) as u32;
+    }
+    if let Some(agent) = &args.agent
+        && bot.agent(agent).is_none()
+    {
+        let known: Vec<&str> = bot.agents.iter().map(|a| a.name.as_str()).collect();
+        anyhow::bail!(
+            "--agent {agent}: not an agent of this bot ({})",
+            known.join(", ")
+        );
+    }
+    Ok(bot)
+}
+
 fn demo(args: Args) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let speech = match &args.input {
@@ -150,7 +204,8 @@ fn demo(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(session(args, tls, speech))
+    let bot = bot_config(&args)?;
+    rt.block_on(session(args, bot, tls, speech))
 }
 
 /// Where speech starts in 48 kHz audio: the first 10 ms louder than −45 dBFS, ms.
@@ -161,7 +216,15 @@ fn speech_onset_ms(pcm: &[f32]) -> u64 {
         * 10
 }
 
-async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow::Result<()> {
+async fn session(
+    args: Args,
+    bot: BotConfig,
+    tls: Arc<TlsIdentity>,
+    speech: Vec<f32>,
+) -> anyhow::Result<()> {
+    let agents = voicebot_shard::settings::agent_names(&bot);
+    let slash = agents[0].clone();
+    let agent = args.agent.clone().unwrap_or_else(|| slash.clone());
     let started = Instant::now();
     // The gateway: the user's, or a local one with the fake model.
     let (gateway_config, _local) = match &args.gateway {
@@ -173,7 +236,10 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
             (ClientConfig::new(url, token), None)
         }
         None => {
-            let gw = tokio::task::spawn_blocking(local_gateway::Gateway::start).await?;
+            let names = agents.clone();
+            let gw =
+                tokio::task::spawn_blocking(move || local_gateway::Gateway::start_with(&names))
+                    .await?;
             (gw.client_config(), Some(gw))
         }
     };
@@ -191,16 +257,26 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
         None => sim.add_guild(Guild::new(GUILD, &owner, (VOICE_CHANNEL, "Lounge"), &[])),
     }
     let (observer, mut turns) = broadcast::channel(4096);
+    let tts_key = std::env::var(voicebot_config::env::TTS_API_KEY)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(Secret::new);
+    if bot.models.tts.api_key_secret.is_some() && tts_key.is_none() {
+        anyhow::bail!(
+            "models.tts.apiKeySecret is set: put the key in ${}",
+            voicebot_config::env::TTS_API_KEY
+        );
+    }
     let mut brains = Brains::load(BrainsConfig {
-        models_dir: args.models_dir.clone(),
-        whisper: args.model,
-        workers: args.workers,
-        gateway: Some(gateway_config),
-        state_dir: None,
-        credentials: None,
         scope: "demo".into(),
+        ..BrainsConfig::from_bot(&bot, args.models_dir.clone(), Some(gateway_config), tts_key)
     })
     .await?;
+    let voice_name = brains
+        .agents
+        .get(&agent)
+        .map(|p| p.voice_name.clone())
+        .unwrap_or_default();
     brains.observer = Some(observer);
     let metrics = Arc::new(ShardMetrics::new());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -218,11 +294,12 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
         brains: Some(brains),
         metrics: Some(metrics.clone()),
         ready: Some(ready.clone()),
+        default_sensitivity: voicebot_shard::settings::sensitivity(bot.default_sensitivity),
         ..DiscordConfig::new(
             Secret::new(sim_config.token.clone()),
             sim_config.application_id,
-            "jarvis",
-            &["jarvis", "sage"],
+            &slash,
+            &agents.iter().map(String::as_str).collect::<Vec<_>>(),
         )
     };
     if let Some(addr) = &args.metrics_addr {
@@ -259,6 +336,7 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
             }
             command(
                 &sim,
+                &slash,
                 *guild,
                 &users[0],
                 json!([{"name": "join", "type": 1}]),
@@ -290,13 +368,20 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
     // The user joins the voice channel, sets up the bot, and invites it.
     sim.user_voice(GUILD, &owner, Some(VOICE_CHANNEL))
         .map_err(anyhow::Error::msg)?;
-    if args.agent != "jarvis" {
-        command(&sim, GUILD, &owner, json!([{"name": "agent", "type": 1, "options": [{"name": "name", "type": 3, "value": args.agent}]}])).await?;
+    if agent != slash {
+        command(&sim, &slash, GUILD, &owner, json!([{"name": "agent", "type": 1, "options": [{"name": "name", "type": 3, "value": agent}]}])).await?;
     }
-    if args.sensitivity != Sensitivity::Low {
-        command(&sim, GUILD, &owner, json!([{"name": "sensitivity", "type": 1, "options": [{"name": "level", "type": 3, "value": args.sensitivity.as_str()}]}])).await?;
+    if let Some(level) = args.sensitivity {
+        command(&sim, &slash, GUILD, &owner, json!([{"name": "sensitivity", "type": 1, "options": [{"name": "level", "type": 3, "value": level.as_str()}]}])).await?;
     }
-    command(&sim, GUILD, &owner, json!([{"name": "join", "type": 1}])).await?;
+    command(
+        &sim,
+        &slash,
+        GUILD,
+        &owner,
+        json!([{"name": "join", "type": 1}]),
+    )
+    .await?;
     sim.wait_voice_ready(GUILD, &owner, Duration::from_secs(20))
         .await
         .map_err(anyhow::Error::msg)?;
@@ -359,6 +444,7 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
             counted = trips;
             print_turn(
                 &args,
+                (&agent, &voice_name),
                 &turn,
                 reply_audio.as_deref(),
                 latency_ms,
@@ -393,12 +479,13 @@ async fn session(args: Args, tls: Arc<TlsIdentity>, speech: Vec<f32>) -> anyhow:
 
 async fn command(
     sim: &Simulator,
+    slash: &str,
     guild: u64,
     user: &User,
     options: serde_json::Value,
 ) -> anyhow::Result<()> {
     let id = sim
-        .run_command(guild, user, "jarvis", options)
+        .run_command(guild, user, slash, options)
         .map_err(anyhow::Error::msg)?;
     let reply = sim
         .wait_for(
@@ -439,6 +526,7 @@ async fn collect_turns(rx: &mut broadcast::Receiver<(u64, RoomEvent)>) -> Vec<Tu
 
 fn print_turn(
     args: &Args,
+    (agent, voice): (&str, &str),
     t: &TurnRecord,
     reply_audio: Option<&std::path::Path>,
     latency: Option<f64>,
@@ -463,6 +551,8 @@ fn print_turn(
             },
             "barged_in": t.barged_in,
             "redis_round_trips": redis_round_trips,
+            "agent": agent,
+            "voice": voice,
         });
         println!("{record}");
         return;
@@ -470,11 +560,10 @@ fn print_turn(
     println!("user: \"{}\"", t.utterance.transcript);
     match (&t.reply.reply, latency) {
         (Some(reply), Some(l)) => println!(
-            "  {}: \"{reply}\"  — first RTP packet {l:.0} ms after the user stopped; audio: {}",
-            args.agent,
+            "  {agent}: \"{reply}\"  — first RTP packet {l:.0} ms after the user stopped; audio: {}",
             reply_audio.map_or_else(String::new, |p| p.display().to_string())
         ),
-        (Some(reply), None) => println!("  {}: \"{reply}\" (no audio heard)", args.agent),
+        (Some(reply), None) => println!("  {agent}: \"{reply}\" (no audio heard)"),
         (None, _) => println!(
             "  (not answered: {}{})",
             t.reply.reason.label(),

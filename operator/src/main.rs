@@ -56,6 +56,15 @@ fn render(file: &std::path::Path, namespace: &str) -> anyhow::Result<()> {
     if vb.meta().namespace.is_none() {
         vb.meta_mut().namespace = Some(namespace.to_string());
     }
+    // What the operator would refuse is refused here too, every field named.
+    if let Err(bad) = vb.spec.validate() {
+        let list: Vec<String> = bad.iter().map(|i| format!("  {i}")).collect();
+        anyhow::bail!(
+            "{}: the spec cannot be run as written:\n{}",
+            file.display(),
+            list.join("\n")
+        );
+    }
     let count = vb.spec.shards.count.ok_or_else(|| {
         anyhow::anyhow!("render needs spec.shards.count (the automatic count asks Discord)")
     })?;

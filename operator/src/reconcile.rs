@@ -57,6 +57,9 @@ pub enum Error {
     /// The finalizer itself failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// Fields of the spec that the pods could not honour (nothing is applied until fixed).
+    #[error("the spec cannot be run as written: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidSpec(Vec<voicebot_crds::Invalid>),
 }
 
 impl Error {
@@ -71,6 +74,7 @@ impl Error {
         "DiscordUnavailable",
         "RedisUnavailable",
         "FinalizerFailed",
+        "InvalidSpec",
     ];
 
     /// A bounded label for metrics and the Degraded condition's reason.
@@ -85,6 +89,7 @@ impl Error {
             Self::Discord(_) => "DiscordUnavailable",
             Self::Redis(_) => "RedisUnavailable",
             Self::Finalizer(_) => "FinalizerFailed",
+            Self::InvalidSpec(_) => "InvalidSpec",
         }
     }
 }
@@ -194,6 +199,8 @@ async fn apply(vb: &VoiceBot, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn apply_inner(vb: &VoiceBot, ctx: &Context) -> Result<Action, Error> {
+    // A field the pods cannot honour is refused here, by name, before anything changes.
+    vb.spec.validate().map_err(Error::InvalidSpec)?;
     let names = Names::of(vb);
     let mut status = vb.status.clone().unwrap_or_default();
     let desired = desired_sharding(vb, ctx, status.sharding).await?;
@@ -544,7 +551,7 @@ pub fn ordinal(pod_name: &str) -> Option<u32> {
 /// Removes every Redis key of the bot (`voicebot:<namespace>:<name>:*`).
 async fn cleanup(vb: &VoiceBot, ctx: &Context) -> Result<Action, Error> {
     let names = Names::of(vb);
-    let url = match (&vb.spec.redis.url_secret, &vb.spec.redis.url) {
+    let url = match (&vb.spec.config.redis.url_secret, &vb.spec.config.redis.url) {
         (Some(secret), _) => Some(secret_value(ctx, &names.namespace, secret).await?),
         (None, Some(url)) => Some(url.clone()),
         (None, None) => None,

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -16,7 +17,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use voicebot_crds::{SecretKeyRef, Sharding, VoiceBot};
+use voicebot_config::env as secret_vars;
+use voicebot_crds::{ModelSource, SecretKeyRef, Sharding, VoiceBot};
 
 /// Field manager for server-side apply.
 pub const MANAGER: &str = "voicebot-operator";
@@ -28,6 +30,10 @@ pub const SHARDING: &str = "voicebot.dev/sharding";
 pub const CONFIG_HASH: &str = "voicebot.dev/config-hash";
 /// Where the shard pods read their configuration.
 pub const CONFIG_PATH: &str = "/etc/voicebot/voicebot.json";
+/// Where the shard pods find their models.
+pub const MODELS_DIR: &str = "/models";
+/// The model manifest inside the image (what `source: provision` fetches).
+pub const IMAGE_MANIFEST: &str = "/usr/share/voicebot/manifest.tsv";
 
 /// Names and labels shared by a bot's objects.
 #[derive(Debug, Clone)]
@@ -124,15 +130,11 @@ pub fn stamp(mut obj: serde_json::Value) -> serde_json::Value {
     obj
 }
 
-/// The configuration file the pods read (agents, models, defaults).
+/// The configuration file the pods read: the spec's [`voicebot_crds::BotConfig`], exactly as
+/// written (the shard parses the same type).
 pub fn config_map(vb: &VoiceBot) -> ConfigMap {
     let names = Names::of(vb);
-    let config = json!({
-        "agents": vb.spec.agents,
-        "models": vb.spec.models,
-        "defaultSensitivity": vb.spec.default_sensitivity,
-    });
-    let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&vb.spec.config).unwrap_or_default();
     ConfigMap {
         metadata: meta(vb, &names, names.config()),
         data: Some(BTreeMap::from([("voicebot.json".into(), text)])),
@@ -168,6 +170,7 @@ fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
 pub fn stateful_set(vb: &VoiceBot, sharding: Sharding, replicas: u32) -> StatefulSet {
     let names = Names::of(vb);
     let spec = &vb.spec;
+    let config = &spec.config;
     let port = i32::from(spec.metrics.port);
     let mut env = vec![
         env("VOICEBOT_NAME", names.bot.clone()),
@@ -191,21 +194,20 @@ pub fn stateful_set(vb: &VoiceBot, sharding: Sharding, replicas: u32) -> Statefu
             "DISCORD_APPLICATION_ID",
             spec.discord.application_id.clone(),
         ),
-        secret_env("DISCORD_TOKEN", &spec.discord.token_secret),
-        env("OPENCLAW_GATEWAY_URL", spec.gateway.url.clone()),
-        secret_env("OPENCLAW_GATEWAY_TOKEN", &spec.gateway.token_secret),
+        secret_env(secret_vars::DISCORD_TOKEN, &spec.discord.token_secret),
+        secret_env(secret_vars::GATEWAY_TOKEN, &config.gateway.token_secret),
         env("VOICEBOT_REDIS_PREFIX", names.redis_prefix()),
         env("VOICEBOT_CONFIG", CONFIG_PATH),
-        env("VOICEBOT_MODELS_DIR", "/models"),
+        env("VOICEBOT_MODELS_DIR", MODELS_DIR),
         env("METRICS_ADDR", format!("0.0.0.0:{port}")),
     ];
-    match (&spec.redis.url_secret, &spec.redis.url) {
-        (Some(secret), _) => env.push(secret_env("REDIS_URL", secret)),
-        (None, Some(url)) => env.push(self::env("REDIS_URL", url.clone())),
-        (None, None) => {}
+    // Everything else the pod does comes from the configuration file; only secret values
+    // travel in the environment, as references.
+    if let Some(secret) = &config.redis.url_secret {
+        env.push(secret_env(secret_vars::REDIS_URL, secret));
     }
-    if let Some(key) = &spec.models.tts.api_key_secret {
-        env.push(secret_env("TTS_API_KEY", key));
+    if let Some(key) = &config.models.tts.api_key_secret {
+        env.push(secret_env(secret_vars::TTS_API_KEY, key));
     }
 
     let mut limits = BTreeMap::new();
@@ -252,21 +254,61 @@ pub fn stateful_set(vb: &VoiceBot, sharding: Sharding, replicas: u32) -> Statefu
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
     });
-    if let Some(claim) = &spec.models.volume_claim {
+    let security = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    };
+    let store = &spec.model_store;
+    let mut init_containers = Vec::new();
+    if store.source != ModelSource::Image {
+        let provision = store.source == ModelSource::Provision;
         mounts.push(VolumeMount {
             name: "models".into(),
-            mount_path: "/models".into(),
+            mount_path: MODELS_DIR.into(),
             read_only: Some(true),
             ..VolumeMount::default()
         });
-        volumes.push(Volume {
-            name: "models".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.clone(),
-                read_only: Some(true),
-            }),
-            ..Volume::default()
-        });
+        volumes.push(models_volume(store, provision));
+        if provision {
+            let mut args = vec![
+                "provision".to_string(),
+                "--manifest".into(),
+                IMAGE_MANIFEST.into(),
+                "--dest".into(),
+                MODELS_DIR.into(),
+                "--whisper".into(),
+                whisper_name(config.models.whisper).into(),
+            ];
+            if let Some(index) = &store.index_url {
+                args.extend(["--index-url".into(), index.clone()]);
+            }
+            init_containers.push(Container {
+                name: "models".into(),
+                image: Some(spec.image.clone()),
+                image_pull_policy: spec.image_pull_policy.map(|p| format!("{p:?}")),
+                command: Some(vec!["/usr/local/bin/voicebot-models".into()]),
+                args: Some(args),
+                volume_mounts: Some(vec![
+                    VolumeMount {
+                        name: "models".into(),
+                        mount_path: MODELS_DIR.into(),
+                        ..VolumeMount::default()
+                    },
+                    VolumeMount {
+                        name: "tmp".into(),
+                        mount_path: "/tmp".into(),
+                        ..VolumeMount::default()
+                    },
+                ]),
+                security_context: Some(security.clone()),
+                ..Container::default()
+            });
+        }
     }
     let probe = |path: &str, delay: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -300,15 +342,7 @@ pub fn stateful_set(vb: &VoiceBot, sharding: Sharding, replicas: u32) -> Statefu
             ..ResourceRequirements::default()
         }),
         volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(security),
         ..Container::default()
     };
     let mut template_labels = names.selector();
@@ -342,6 +376,7 @@ pub fn stateful_set(vb: &VoiceBot, sharding: Sharding, replicas: u32) -> Statefu
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     volumes: Some(volumes),
                     node_selector: (!spec.resources.node_selector.is_empty())
                         .then(|| spec.resources.node_selector.clone()),
@@ -365,6 +400,43 @@ pub fn stateful_set(vb: &VoiceBot, sharding: Sharding, replicas: u32) -> Statefu
             ..StatefulSetSpec::default()
         },
         status: None,
+    }
+}
+
+/// The volume at `/models`: the claim, the host directory, or (provision only) an emptyDir.
+fn models_volume(store: &voicebot_crds::ModelStoreSpec, provision: bool) -> Volume {
+    let mut volume = Volume {
+        name: "models".into(),
+        ..Volume::default()
+    };
+    if let Some(claim) = &store.volume_claim {
+        volume.persistent_volume_claim = Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim.clone(),
+            read_only: Some(!provision),
+        });
+    } else if let Some(path) = &store.host_path {
+        volume.host_path = Some(HostPathVolumeSource {
+            path: path.clone(),
+            type_: Some(
+                if provision {
+                    "DirectoryOrCreate"
+                } else {
+                    "Directory"
+                }
+                .into(),
+            ),
+        });
+    } else {
+        volume.empty_dir = Some(EmptyDirVolumeSource::default());
+    }
+    volume
+}
+
+/// The name `voicebot-models provision --whisper` takes.
+fn whisper_name(model: voicebot_crds::WhisperModel) -> &'static str {
+    match model {
+        voicebot_crds::WhisperModel::TinyEn => "tiny.en",
+        voicebot_crds::WhisperModel::Base => "base",
     }
 }
 
@@ -512,7 +584,7 @@ mod tests {
         let vb = bot();
         let a = stateful_set(&vb, Sharding::new(5, 2), 3);
         let mut changed = vb.clone();
-        changed.spec.agents[0].aliases.push("jeeves".into());
+        changed.spec.config.agents[0].aliases.push("jeeves".into());
         let b = stateful_set(&changed, Sharding::new(5, 2), 3);
         let hash_of = |s: &StatefulSet| {
             s.spec

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -279,12 +279,54 @@ async fn the_operator_runs_a_voicebot_on_a_real_api_server() {
     // The example bot, with a real Redis.
     let redis = Redis::start();
     let redis_url = redis.url();
-    let mut example: serde_json::Value = serde_yaml::from_str(
+    let example: serde_json::Value = serde_yaml::from_str(
         &std::fs::read_to_string(root().join("examples/voicebot.yaml")).unwrap(),
     )
     .unwrap();
-    example["spec"]["redis"]["url"] = json!(redis_url);
+    // The README's way: the whole URL, password included, in a Secret the bot names.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "bots");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "voicebot-redis-url"},
+                "stringData": {"url": redis_url},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        example["spec"]["redis"]["urlSecret"]["name"], "voicebot-redis-url",
+        "the example reads its Redis URL from the Secret the README creates"
+    );
     let bots: Api<VoiceBot> = Api::namespaced(client.clone(), "bots");
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "bots");
+
+    // A bot the pods cannot honour is accepted by the schema but refused by the operator,
+    // with the fields named in its status; nothing is rendered for it.
+    let mut bad = example.clone();
+    bad["metadata"]["name"] = json!("refused");
+    bad["spec"]["agents"][1]["voice"] = json!("en_GB-nobody");
+    bad["spec"]["models"]["tts"]["url"] = json!("http://tts:8000/v1");
+    bots.patch("refused", &PatchParams::apply("test"), &Patch::Apply(&bad))
+        .await
+        .unwrap();
+    let degraded = eventually("the refusal in the status", || async {
+        let s = bots.get("refused").await.ok()?.status?;
+        s.conditions.into_iter().find(|c| c.type_ == "Degraded")
+    })
+    .await;
+    assert_eq!(degraded.reason, "InvalidSpec");
+    let message = degraded.message.unwrap_or_default();
+    for field in ["agents[1].voice", "models.tts.url"] {
+        assert!(message.contains(field), "{message}");
+    }
+    assert!(sets.get_opt("refused-shard").await.unwrap().is_none());
+    bots.delete("refused", &DeleteParams::default())
+        .await
+        .unwrap();
+
     bots.patch(
         "jarvis",
         &PatchParams::apply("test"),
@@ -294,7 +336,6 @@ async fn the_operator_runs_a_voicebot_on_a_real_api_server() {
     .unwrap_or_else(|e| panic!("the example VoiceBot was refused: {e}"));
 
     // Its objects appear with the right contents.
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "bots");
     let sts = eventually("the StatefulSet", || async {
         sets.get_opt("jarvis-shard").await.ok().flatten()
     })
@@ -302,6 +343,18 @@ async fn the_operator_runs_a_voicebot_on_a_real_api_server() {
     assert_eq!(sts.spec.replicas, Some(2), "4 shards, 2 per pod");
     assert_eq!(env_of(&sts, "SHARD_COUNT"), "4");
     assert_eq!(env_of(&sts, "SHARDS_PER_POD"), "2");
+    let redis_env = sts.spec.template.spec.as_ref().unwrap().containers[0]
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "REDIS_URL")
+        .and_then(|e| e.value_from.as_ref()?.secret_key_ref.clone())
+        .expect("REDIS_URL from the Secret");
+    assert_eq!(
+        (redis_env.name.as_str(), redis_env.key.as_str()),
+        ("voicebot-redis-url", "url")
+    );
     let pod = sts.spec.template.spec.as_ref().unwrap();
     let limits = pod.containers[0]
         .resources

@@ -439,9 +439,16 @@ async fn deleting_a_bot_removes_its_redis_keys_and_only_its_own() {
         .await
         .unwrap();
 
+    // The test Redis has a password: its URL is in a Secret, as the README sets it up.
     let mut b = bot(1);
-    b["spec"]["redis"]["url"] = json!(redis.url());
+    b["spec"]["redis"] = json!({"urlSecret": {"name": "redis-url", "key": "url"}});
     let h = Harness::new(b);
+    h.store.lock().unwrap().objects.insert(
+        "/api/v1/namespaces/bots/secrets/redis-url".into(),
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "redis-url", "namespace": "bots"},
+               "stringData": {"url": redis.url()}}),
+    );
     h.reconcile().await.unwrap();
     h.reconcile().await.unwrap();
     h.edit_bot(|b| b["metadata"]["deletionTimestamp"] = json!("2026-11-25T00:00:00Z"));

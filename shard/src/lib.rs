@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod models;
 pub mod openclaw;
 pub mod secret;
+pub mod settings;
 pub mod speak;
 pub mod state;
 

@@ -11,7 +11,10 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 use clap::Args;
+use voicebot_config::{AgentConfig, TtsConfig, env};
 use voicebot_shard::converse::relevance::Sensitivity;
+use voicebot_shard::converse::room::RoomConfig;
+use voicebot_shard::discord::config;
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
 use voicebot_shard::discord::plan::ShardPlan;
 use voicebot_shard::discord::voice::{Brains, BrainsConfig, Credentials};
@@ -19,6 +22,7 @@ use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::models::WhisperModel;
 use voicebot_shard::openclaw::ClientConfig;
 use voicebot_shard::secret::Secret;
+use voicebot_shard::settings;
 use voicebot_shard::state::{FleetState, StateConfig};
 
 #[derive(Args)]
@@ -41,19 +45,15 @@ pub struct RunArgs {
     /// Directory with the models.
     #[arg(long, env = "VOICEBOT_MODELS_DIR")]
     models_dir: Option<std::path::PathBuf>,
-    /// Whisper model.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "tiny.en",
-        env = "VOICEBOT_WHISPER_MODEL"
-    )]
-    whisper: WhisperModel,
-    /// Listening workers shared by the pod's guilds.
-    #[arg(long, default_value_t = 2, env = "VOICEBOT_WORKERS")]
-    workers: usize,
-    /// The OpenClaw gateway (ws:// or wss://); its token from $OPENCLAW_GATEWAY_TOKEN or
-    /// --token-file. Without one the bot listens but does not answer.
+    /// Whisper model (overrides the file's `models.whisper`; default tiny.en).
+    #[arg(long, value_enum, env = "VOICEBOT_WHISPER_MODEL")]
+    whisper: Option<WhisperModel>,
+    /// Listening workers shared by the pod's guilds (overrides `limits.workers`; default 2).
+    #[arg(long, env = "VOICEBOT_WORKERS")]
+    workers: Option<usize>,
+    /// The OpenClaw gateway (ws:// or wss://; overrides the file's `gateway.url`); its token
+    /// from $OPENCLAW_GATEWAY_TOKEN or --token-file. Without one the bot listens but does not
+    /// answer.
     #[arg(long, env = "OPENCLAW_GATEWAY_URL")]
     gateway: Option<String>,
     /// A file holding the gateway token.
@@ -63,8 +63,9 @@ pub struct RunArgs {
     #[arg(long, env = "VOICEBOT_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
     /// Fleet state: guild settings, voice membership, gateway sessions, the OpenClaw device
-    /// identity, the identify queue (`redis://[:password@]host:port[/db]`). Without it
-    /// nothing survives the process.
+    /// identity, the identify queue (`redis://[:password@]host:port[/db]`; overrides the
+    /// file's `redis.url`; the operator passes `redis.urlSecret` here). Without it nothing
+    /// survives the process.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
     /// Prefix of this bot's Redis keys (the operator sets `voicebot:<namespace>:<bot>:`).
@@ -79,12 +80,107 @@ pub struct RunArgs {
     identify_interval_ms: u64,
 }
 
+/// What the pod runs: the configuration file (the VoiceBot's spec, as the operator renders
+/// it), with the flags above laid over it (a flag wins: for debugging a pod by hand).
+struct Settings {
+    agents: Vec<AgentConfig>,
+    sensitivity: Sensitivity,
+    whisper: WhisperModel,
+    workers: usize,
+    gateway: Option<String>,
+    redis: Option<String>,
+    tts: TtsConfig,
+    tts_api_key: Option<Secret>,
+    room: RoomConfig,
+}
+
+impl Settings {
+    fn resolve(args: &RunArgs) -> anyhow::Result<Self> {
+        let bot = match &args.config {
+            Some(path) => Some(config::load(path).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let named = |name: &str| {
+            bot.as_ref()
+                .and_then(|b| b.agent(name).cloned())
+                .unwrap_or_else(|| AgentConfig {
+                    name: name.to_string(),
+                    aliases: Vec::new(),
+                    persona: None,
+                    voice: None,
+                })
+        };
+        let agents = if !args.agents.is_empty() {
+            args.agents.iter().map(|n| named(n)).collect()
+        } else if let Some(b) = &bot {
+            b.agents.clone()
+        } else {
+            vec![named("jarvis")]
+        };
+        let env_secret = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| Secret::new(v.trim()))
+        };
+        let redis = match (&args.redis, &bot) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(b)) if b.redis.url_secret.is_some() => anyhow::bail!(
+                "redis.urlSecret is set but ${} is empty (the operator passes it from the Secret)",
+                env::REDIS_URL
+            ),
+            (None, Some(b)) => b.redis.url.clone(),
+            (None, None) => None,
+        };
+        let tts = bot
+            .as_ref()
+            .map(|b| b.models.tts.clone())
+            .unwrap_or_default();
+        let tts_api_key = match &tts.api_key_secret {
+            Some(_) => Some(env_secret(env::TTS_API_KEY).with_context(|| {
+                format!(
+                    "models.tts.apiKeySecret is set but ${} is empty (the operator passes it from the Secret)",
+                    env::TTS_API_KEY
+                )
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            agents,
+            sensitivity: bot.as_ref().map_or(Sensitivity::Low, |b| {
+                settings::sensitivity(b.default_sensitivity)
+            }),
+            whisper: args
+                .whisper
+                .or(bot.as_ref().map(|b| settings::whisper(b.models.whisper)))
+                .unwrap_or(WhisperModel::TinyEn),
+            workers: args
+                .workers
+                .or(bot.as_ref().map(|b| b.limits.workers as usize))
+                .unwrap_or(2),
+            gateway: args
+                .gateway
+                .clone()
+                .or(bot.as_ref().map(|b| b.gateway.url.clone())),
+            redis,
+            tts,
+            tts_api_key,
+            room: bot.as_ref().map(settings::room).unwrap_or_default(),
+        })
+    }
+}
+
 /// The pod's engines, unless `--no-voice`.
-async fn brains(args: &RunArgs, scope: &str, state: &FleetState) -> anyhow::Result<Option<Brains>> {
+async fn brains(
+    args: &RunArgs,
+    settings: &Settings,
+    scope: &str,
+    state: &FleetState,
+) -> anyhow::Result<Option<Brains>> {
     if args.no_voice {
         return Ok(None);
     }
-    let gateway = match &args.gateway {
+    let gateway = match &settings.gateway {
         Some(url) => Some(ClientConfig::new(
             url,
             crate::ask::load_token(args.token_file.as_deref())?,
@@ -92,7 +188,7 @@ async fn brains(args: &RunArgs, scope: &str, state: &FleetState) -> anyhow::Resu
         None => None,
     };
     // With Redis, the fleet's one device identity (one pairing approval for every pod).
-    let credentials = match (&args.redis, &args.gateway) {
+    let credentials = match (&settings.redis, &settings.gateway) {
         (Some(_), Some(_)) => match state.credentials().await {
             Ok(c) => Some(Credentials(c)),
             Err(e) => {
@@ -104,24 +200,20 @@ async fn brains(args: &RunArgs, scope: &str, state: &FleetState) -> anyhow::Resu
     };
     let brains = Brains::load(BrainsConfig {
         models_dir: args.models_dir.clone(),
-        whisper: args.whisper,
-        workers: args.workers,
+        whisper: settings.whisper,
+        workers: settings.workers,
         gateway,
         state_dir: args.state_dir.clone(),
         credentials,
         scope: scope.to_string(),
+        agents: settings.agents.clone(),
+        tts: settings.tts.clone(),
+        tts_api_key: settings.tts_api_key.clone(),
+        room: settings.room,
     })
     .await
     .context("loading the voice pipeline (models from scripts/setup.sh; --no-voice to skip)")?;
     Ok(Some(brains))
-}
-
-fn from_config_file(path: &std::path::Path) -> anyhow::Result<(Vec<String>, Sensitivity)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = voicebot_shard::discord::config::parse(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok((config.agents, config.default_sensitivity))
 }
 
 pub fn run_shard(args: &RunArgs) -> anyhow::Result<()> {
@@ -138,16 +230,13 @@ pub fn run_shard(args: &RunArgs) -> anyhow::Result<()> {
         .filter(|v| *v > 0)
         .context("DISCORD_APPLICATION_ID must be the application's numeric id")?;
     let plan = ShardPlan::from_env()?;
-    let (mut agents, sensitivity) = match &args.config {
-        Some(path) => from_config_file(path)?,
-        None => (Vec::new(), Sensitivity::Low),
-    };
-    if !args.agents.is_empty() {
-        agents = args.agents.clone();
-    }
-    if agents.is_empty() {
-        agents.push("jarvis".into());
-    }
+    let settings = Settings::resolve(args)?;
+    let agents = settings
+        .agents
+        .iter()
+        .map(|a| a.name.clone())
+        .collect::<Vec<_>>();
+    let sensitivity = settings.sensitivity;
     let config = DiscordConfig {
         command: args.command.clone().unwrap_or_else(|| agents[0].clone()),
         agents,
@@ -183,7 +272,7 @@ pub fn run_shard(args: &RunArgs) -> anyhow::Result<()> {
             wait_for_signal().await;
             let _ = stop.send(true);
         });
-        config.state = match &args.redis {
+        config.state = match &settings.redis {
             Some(url) => {
                 let state = FleetState::connect(&StateConfig {
                     url: Secret::new(url.trim()),
@@ -197,7 +286,7 @@ pub fn run_shard(args: &RunArgs) -> anyhow::Result<()> {
                 FleetState::memory()
             }
         };
-        config.brains = brains(args, &config.command, &config.state).await?;
+        config.brains = brains(args, &settings, &config.command, &config.state).await?;
         config.metrics = Some(metrics);
         config.ready = Some(ready);
         run(config, shutdown).await

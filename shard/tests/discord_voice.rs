@@ -91,6 +91,7 @@ impl Bot {
             pool: pool.clone(),
             vads: vads.clone(),
             voice: Some(voice.clone()),
+            agents: Default::default(),
             gateway: Some(client),
             room: RoomConfig::default(),
             // The classifier runs on the gateway, which shares these 2 cores with the whole

@@ -212,11 +212,13 @@ proptest! {
     ) {
         for text in [
             v.to_string(),
-            json!({"agents": agents, "defaultSensitivity": sensitivity}).to_string(),
+            json!({"agents": agents, "defaultSensitivity": sensitivity, "redis": {"url": "redis://r:6379"},
+                   "gateway": {"url": "ws://g:1", "tokenSecret": {"name": "o", "key": "t"}}}).to_string(),
             garbage,
         ] {
             match config::parse(&text) {
-                Ok(c) => prop_assert!(c.agents.iter().all(|a| !a.trim().is_empty())),
+                // Whatever parses is a configuration the pod can run: valid agent ids.
+                Ok(c) => prop_assert!(!c.agents.is_empty() && c.agents.iter().all(|a| a.name.starts_with(|ch: char| ch.is_ascii_lowercase()))),
                 Err(e) => prop_assert!(!e.is_empty()),
             }
         }

@@ -81,6 +81,7 @@ pub struct Conversation {
     client: Option<GatewayClient>,
     classifier: Option<Arc<dyn Classifier>>,
     voice: Option<Voice>,
+    persona: Option<String>,
     transcript: Transcript,
     last_answered: Option<(String, u64)>,
     /// Humans in the channel (solo mode when 1).
@@ -103,6 +104,7 @@ impl Conversation {
             client: None,
             classifier: None,
             voice: None,
+            persona: None,
             transcript: Transcript::default(),
             last_answered: None,
             humans_present: 2,
@@ -124,6 +126,22 @@ impl Conversation {
     pub fn with_voice(mut self, voice: Voice) -> Self {
         self.voice = Some(voice);
         self
+    }
+
+    /// Sends this persona (who the agent is, from the VoiceBot's `agents[].persona`) with each
+    /// of its turns.
+    pub fn with_persona(mut self, persona: Option<String>) -> Self {
+        self.persona = persona.filter(|p| !p.trim().is_empty());
+        self
+    }
+
+    /// The message for the agent: the persona (if any), then the channel's context.
+    fn message(&self, context: String) -> String {
+        match &self.persona {
+            None => context,
+            Some(p) if context.contains("\n[Now]\n") => format!("[Persona] {p}\n{context}"),
+            Some(p) => format!("[Persona] {p}\n[Now]\n{context}"),
+        }
     }
 
     /// The agent's display name.
@@ -183,7 +201,7 @@ impl Conversation {
             audio: Vec::new(),
             sample_rate: 0,
         };
-        let message = (reply.addressed && self.client.is_some()).then_some(context);
+        let message = (reply.addressed && self.client.is_some()).then(|| self.message(context));
         (reply, message)
     }
 

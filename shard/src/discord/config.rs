@@ -1,52 +1,18 @@
-//! The bot's configuration file, as the operator mounts it (`VOICEBOT_CONFIG`, rendered from
-//! the VoiceBot's spec into a ConfigMap): the agents a guild may choose and the default
-//! sensitivity. Anything else in the file is the operator's business and ignored here.
+//! The bot's configuration file, as the operator mounts it (`VOICEBOT_CONFIG`): the VoiceBot
+//! spec's [`BotConfig`], the same type the CRD embeds. Parsed and validated here; a refusal
+//! names the field and says what to do, and never panics.
 
-use crate::converse::relevance::Sensitivity;
+pub use voicebot_config::{BotConfig, ConfigError};
 
-/// What the shard takes from the configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BotConfig {
-    /// Agent names, in order (the first is the default); empty when the file names none.
-    pub agents: Vec<String>,
-    /// Sensitivity of guilds that have not chosen.
-    pub default_sensitivity: Sensitivity,
+/// Parses and validates the file's text.
+pub fn parse(text: &str) -> Result<BotConfig, String> {
+    BotConfig::from_json(text).map_err(|e| e.to_string())
 }
 
-/// Parses the file's text: `{"agents": [{"name": …}, …], "defaultSensitivity": "low"}`.
-/// The error says what is wrong in words an operator can act on; never panics.
-pub fn parse(text: &str) -> Result<BotConfig, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
-    if !v.is_object() {
-        return Err("expected a JSON object with \"agents\" and \"defaultSensitivity\"".into());
-    }
-    let agents = match &v["agents"] {
-        serde_json::Value::Null => Vec::new(),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .map(|x| {
-                x["name"]
-                    .as_str()
-                    .map(str::to_string)
-                    .filter(|n| !n.trim().is_empty())
-                    .ok_or_else(|| format!("an agent without a name: {x}"))
-            })
-            .collect::<Result<_, _>>()?,
-        other => return Err(format!("\"agents\" must be a list, not {other}")),
-    };
-    let default_sensitivity = match &v["defaultSensitivity"] {
-        serde_json::Value::Null => Sensitivity::Low,
-        serde_json::Value::String(s) => s.parse()?,
-        other => {
-            return Err(format!(
-                "\"defaultSensitivity\" must be a string, not {other}"
-            ));
-        }
-    };
-    Ok(BotConfig {
-        agents,
-        default_sensitivity,
-    })
+/// Reads, parses and validates the file at `path`.
+pub fn load(path: &std::path::Path) -> Result<BotConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -55,19 +21,25 @@ mod tests {
 
     #[test]
     fn the_operators_file_parses_and_mistakes_are_explained() {
-        let c = parse(r#"{"agents": [{"name": "sage"}, {"name": "jarvis", "aliases": ["j"]}], "defaultSensitivity": "medium", "models": {}}"#).unwrap();
-        assert_eq!(c.agents, ["sage", "jarvis"]);
-        assert_eq!(c.default_sensitivity, Sensitivity::Medium);
-        assert_eq!(parse("{}").unwrap().default_sensitivity, Sensitivity::Low);
+        let ok = r#"{"agents": [{"name": "sage"}, {"name": "jarvis", "aliases": ["j"]}],
+            "defaultSensitivity": "medium", "redis": {"url": "redis://r:6379"},
+            "gateway": {"url": "ws://g:1", "tokenSecret": {"name": "o", "key": "t"}}}"#;
+        let c = parse(ok).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agents[0].name, "sage");
+        assert_eq!(c.agents[1].aliases, ["j"]);
+        assert_eq!(c.default_sensitivity, voicebot_config::Sensitivity::Medium);
         for (bad, says) in [
-            ("", "not JSON"),
-            ("[]", "JSON object"),
-            (r#"{"agents": 3}"#, "must be a list"),
-            (r#"{"agents": [{}]}"#, "without a name"),
-            (r#"{"defaultSensitivity": "loud"}"#, "unknown sensitivity"),
-            (r#"{"defaultSensitivity": 1}"#, "must be a string"),
+            ("", "EOF"),
+            ("[]", "expected struct"),
+            (r#"{"agents": 3}"#, "invalid type"),
+            (r#"{"agents": [{}]}"#, "missing field `name`"),
+            (
+                &ok.replace("\"medium\"", "\"loud\""),
+                "unknown variant `loud`",
+            ),
+            (&ok.replace("\"sage\"", "\"Sage\""), "agents[0].name"),
         ] {
-            let e = parse(bad).unwrap_err();
+            let e = parse(bad).expect_err(bad);
             assert!(e.contains(says), "{bad}: {e}");
         }
     }

@@ -36,12 +36,15 @@ use crate::eval::percentile;
 use crate::listen::stt::SttConfig;
 use crate::listen::{EnginePool, Models, PoolConfig};
 use crate::lock;
-use crate::models::{DEFAULT_PIPER_VOICE, ModelPaths, WhisperModel};
+use crate::models::{ModelPaths, WhisperModel};
 use crate::openclaw::device::{CredentialStore, FileStore, MemoryStore};
 use crate::openclaw::{ClientConfig, GatewayClient, session_key};
+use crate::secret::Secret;
 use crate::speak::tts::Voice;
-use crate::speak::tts::piper::PiperVoice;
+use crate::speak::tts::http::{HttpTts, HttpTtsConfig};
 use crate::state::SavedRun;
+use anyhow::Context as _;
+use voicebot_config::{AgentConfig, BotConfig, TtsBackend, TtsConfig};
 
 use super::guilds::Latencies;
 
@@ -60,8 +63,11 @@ pub struct Brains {
     pub pool: Arc<EnginePool<Models>>,
     /// A VAD per speaker.
     pub vads: VadSource,
-    /// Speech synthesis (`None`: the bot listens and answers in text only — nothing is sent).
+    /// Speech synthesis of agents without a voice of their own (`None`: the bot listens and
+    /// answers in text only — nothing is sent).
     pub voice: Option<Voice>,
+    /// Each configured agent's names, persona and voice (from the VoiceBot's `agents`).
+    pub agents: HashMap<String, AgentProfile>,
     /// The OpenClaw gateway (`None`: turns stop after relevance).
     pub gateway: Option<GatewayClient>,
     /// Room bounds.
@@ -74,6 +80,19 @@ pub struct Brains {
     pub scope: String,
     /// Receives every room's events, tagged with the guild (metrics, the demo, tests).
     pub observer: Option<broadcast::Sender<(u64, RoomEvent)>>,
+}
+
+/// What the configuration says of one agent.
+#[derive(Clone, Default)]
+pub struct AgentProfile {
+    /// Names it answers to besides its own.
+    pub aliases: Vec<String>,
+    /// Sent with each of its turns.
+    pub persona: Option<String>,
+    /// Its voice (`None`: the pod's default voice).
+    pub voice: Option<Voice>,
+    /// The voice's name (a Piper voice or the endpoint's id), for logs and tests.
+    pub voice_name: String,
 }
 
 /// A credential store in a config (its `Debug` shows nothing of it).
@@ -104,6 +123,92 @@ pub struct BrainsConfig {
     pub credentials: Option<Credentials>,
     /// Session scope.
     pub scope: String,
+    /// The agents, with their aliases, personas and voices (empty: agents are known by name
+    /// only and speak with the default voice).
+    pub agents: Vec<AgentConfig>,
+    /// Speech synthesis: the backend, the default voice, the `http` endpoint.
+    pub tts: TtsConfig,
+    /// The `http` backend's API key (from `TTS_API_KEY`).
+    pub tts_api_key: Option<Secret>,
+    /// Listening (VAD, Smart Turn) and room bounds.
+    pub room: RoomConfig,
+}
+
+impl BrainsConfig {
+    /// The engines `bot` describes, with models from `models_dir` and the gateway `gateway`.
+    pub fn from_bot(
+        bot: &BotConfig,
+        models_dir: Option<std::path::PathBuf>,
+        gateway: Option<ClientConfig>,
+        tts_api_key: Option<Secret>,
+    ) -> Self {
+        Self {
+            models_dir,
+            whisper: crate::settings::whisper(bot.models.whisper),
+            workers: bot.limits.workers as usize,
+            gateway,
+            state_dir: None,
+            credentials: None,
+            scope: String::new(),
+            agents: bot.agents.clone(),
+            tts: bot.models.tts.clone(),
+            tts_api_key,
+            room: crate::settings::room(bot),
+        }
+    }
+}
+
+/// The voices the configuration names, loaded once each: the default voice, then each agent's.
+fn load_voices(
+    env: &ort::environment::Environment,
+    paths: &ModelPaths,
+    tts: &TtsConfig,
+    api_key: Option<&Secret>,
+    agents: &[AgentConfig],
+) -> anyhow::Result<(Voice, HashMap<String, AgentProfile>)> {
+    let mut loaded: HashMap<String, Voice> = HashMap::new();
+    let mut load = |name: &str| -> anyhow::Result<Voice> {
+        if let Some(v) = loaded.get(name) {
+            return Ok(v.clone());
+        }
+        let voice = match tts.backend {
+            TtsBackend::Piper => Voice::local(env, paths, name)?,
+            TtsBackend::Http => {
+                let url = tts
+                    .url
+                    .clone()
+                    .context("models.tts.url: backend http needs the endpoint's URL")?;
+                Voice::Http(Arc::new(
+                    HttpTts::new(HttpTtsConfig {
+                        base_url: url,
+                        api_key: api_key.cloned(),
+                        model: tts.model.clone(),
+                        voice: name.to_string(),
+                        timeout: Duration::from_secs(30),
+                    })
+                    .map_err(|e| anyhow::anyhow!("models.tts: {e}"))?,
+                ))
+            }
+        };
+        loaded.insert(name.to_string(), voice.clone());
+        Ok(voice)
+    };
+    let default = load(&tts.default_voice)?;
+    let mut profiles = HashMap::new();
+    for a in agents {
+        let voice_name = a.voice.clone().unwrap_or_else(|| tts.default_voice.clone());
+        let voice = load(&voice_name)?;
+        profiles.insert(
+            a.name.clone(),
+            AgentProfile {
+                aliases: a.aliases.clone(),
+                persona: a.persona.clone(),
+                voice: Some(voice),
+                voice_name,
+            },
+        );
+    }
+    Ok((default, profiles))
 }
 
 impl Brains {
@@ -117,8 +222,12 @@ impl Brains {
             state_dir,
             credentials,
             scope,
+            agents,
+            tts,
+            tts_api_key,
+            room,
         } = config;
-        let (pool, vads, voice, common) = tokio::task::spawn_blocking(move || {
+        let (pool, vads, voice, profiles, common) = tokio::task::spawn_blocking(move || {
             let paths = ModelPaths::locate(models_dir.as_deref(), whisper)?;
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let workers = workers.max(1);
@@ -132,10 +241,12 @@ impl Brains {
                 .unwrap_or_else(|_| CommonWords::built_in());
             let first = Models::load(paths, whisper, stt, 1)?;
             let vads = VadSource::new(&first);
-            let piper = PiperVoice::load(
+            let (voice, profiles) = load_voices(
                 &first.env,
-                &first.paths.piper_voice(DEFAULT_PIPER_VOICE)?,
-                1,
+                &first.paths,
+                &tts,
+                tts_api_key.as_ref(),
+                &agents,
             )?;
             let mut all = vec![first];
             for _ in 1..workers {
@@ -143,12 +254,7 @@ impl Brains {
                 all.push(more);
             }
             let pool = Arc::new(EnginePool::new(all, PoolConfig::default()));
-            anyhow::Ok((
-                pool,
-                vads,
-                Voice::Piper(Arc::new(Mutex::new(piper))),
-                common,
-            ))
+            anyhow::Ok((pool, vads, voice, profiles, common))
         })
         .await??;
         let gateway = match gateway {
@@ -168,8 +274,9 @@ impl Brains {
             pool,
             vads,
             voice: Some(voice),
+            agents: profiles,
             gateway,
-            room: RoomConfig::default(),
+            room,
             relevance: RelevanceConfig::default(),
             common,
             scope,
@@ -177,11 +284,17 @@ impl Brains {
         })
     }
 
-    fn conversation(&self, agent: &str, guild: u64, sensitivity: Sensitivity) -> Conversation {
+    /// The conversation of `agent` in `guild`: its names (aliases too), persona and voice.
+    pub fn conversation(&self, agent: &str, guild: u64, sensitivity: Sensitivity) -> Conversation {
         let display = display_name(agent);
+        let profile = self.agents.get(agent);
+        let mut names = vec![display.as_str()];
+        if let Some(p) = profile {
+            names.extend(p.aliases.iter().map(String::as_str));
+        }
         let relevance = Relevance::new(
             agent,
-            NameMatcher::new(&[display.as_str()], self.common.clone()),
+            NameMatcher::new(&names, self.common.clone()),
             self.relevance,
         );
         let id = format!("guild-{guild}");
@@ -196,10 +309,13 @@ impl Brains {
                 Arc::new(GatewayClassifier::new(gw.clone(), id.clone()));
             c = c.with_gateway(gw.clone(), Some(classifier));
         }
-        if let Some(v) = &self.voice {
-            c = c.with_voice(v.clone());
+        let voice = profile
+            .and_then(|p| p.voice.clone())
+            .or_else(|| self.voice.clone());
+        if let Some(v) = voice {
+            c = c.with_voice(v);
         }
-        c
+        c.with_persona(profile.and_then(|p| p.persona.clone()))
     }
 }
 

@@ -89,7 +89,7 @@ impl SileroVad {
 }
 
 /// Tuning of the speech segmenter.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VadConfig {
     /// Probability at or above which a chunk is speech.
     pub threshold: f32,

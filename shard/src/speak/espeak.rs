@@ -22,7 +22,23 @@ unsafe extern "C" {
         textmode: c_int,
         phonememode: c_int,
     ) -> *const c_char;
+    fn espeak_SetSynthCallback(cb: SynthCallback);
+    fn espeak_Synth(
+        text: *const c_void,
+        size: usize,
+        position: u32,
+        position_type: c_int,
+        end_position: u32,
+        flags: u32,
+        unique_identifier: *mut u32,
+        user_data: *mut c_void,
+    ) -> c_int;
 }
+
+/// `int (*)(short *wav, int numsamples, espeak_EVENT *events)`; events are not read.
+type SynthCallback = unsafe extern "C" fn(*mut i16, c_int, *mut c_void) -> c_int;
+
+const POS_CHARACTER: c_int = 1;
 
 const AUDIO_OUTPUT_SYNCHRONOUS: c_int = 2;
 const ESPEAK_CHARS_UTF8: c_int = 1;
@@ -31,6 +47,23 @@ const INITIALIZE_DONT_EXIT: c_int = 0x8000;
 
 struct State {
     voice: Option<String>,
+    /// The synthesiser's output rate (from `espeak_Initialize`).
+    rate: u32,
+}
+
+thread_local! {
+    /// Samples of the synthesis in progress on this thread (the callback runs on the caller's
+    /// thread in synchronous mode, inside the mutex).
+    static SYNTH: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+unsafe extern "C" fn collect(wav: *mut i16, n: c_int, _events: *mut c_void) -> c_int {
+    if !wav.is_null() && n > 0 {
+        // SAFETY: espeak passes `n` valid samples at `wav` for the duration of the call.
+        let samples = unsafe { std::slice::from_raw_parts(wav, n as usize) };
+        SYNTH.with(|b| b.borrow_mut().extend_from_slice(samples));
+    }
+    0 // continue
 }
 
 static ESPEAK: Mutex<Option<State>> = Mutex::new(None);
@@ -44,6 +77,9 @@ pub enum EspeakError {
     /// The voice is unknown.
     #[error("espeak-ng has no voice {0:?}")]
     Voice(String),
+    /// Synthesis failed (espeak's status code).
+    #[error("espeak-ng synthesis failed ({0})")]
+    Synth(i32),
 }
 
 /// Clauses of `text` with the punctuation that ended each (if any).
@@ -62,11 +98,8 @@ fn clauses(text: &str) -> Vec<(String, Option<char>)> {
     out
 }
 
-/// IPA phonemes of `text` for `voice` (e.g. `en-us`), with clause punctuation kept.
-pub fn phonemize(text: &str, voice: &str) -> Result<String, EspeakError> {
-    let mut guard = ESPEAK
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+/// Starts the library on first use and selects `voice`; the output rate.
+fn select(guard: &mut Option<State>, voice: &str) -> Result<u32, EspeakError> {
     if guard.is_none() {
         // SAFETY: a null path means the default data directory; the call has no other
         // preconditions and is serialised by the mutex.
@@ -81,7 +114,12 @@ pub fn phonemize(text: &str, voice: &str) -> Result<String, EspeakError> {
         if rate <= 0 {
             return Err(EspeakError::Init);
         }
-        *guard = Some(State { voice: None });
+        // SAFETY: `collect` has the signature espeak expects and outlives the library.
+        unsafe { espeak_SetSynthCallback(collect) };
+        *guard = Some(State {
+            voice: None,
+            rate: rate as u32,
+        });
     }
     let state = guard.as_mut().ok_or(EspeakError::Init)?;
     if state.voice.as_deref() != Some(voice) {
@@ -92,6 +130,60 @@ pub fn phonemize(text: &str, voice: &str) -> Result<String, EspeakError> {
         }
         state.voice = Some(voice.to_string());
     }
+    Ok(state.rate)
+}
+
+/// Checks that `voice` exists (e.g. `en-us+f3`: a language and a variant); its output rate.
+pub fn check_voice(voice: &str) -> Result<u32, EspeakError> {
+    let mut guard = ESPEAK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    select(&mut guard, voice)
+}
+
+/// Speech for `text` in espeak-ng's own (formant) voice `voice`: mono samples in -1..1 at the
+/// returned rate. A second local voice beside Piper's, from the same library.
+pub fn synthesize(text: &str, voice: &str) -> Result<(Vec<f32>, u32), EspeakError> {
+    let mut guard = ESPEAK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rate = select(&mut guard, voice)?;
+    let c = CString::new(text.replace('\0', " ")).unwrap_or_default();
+    let bytes = c.as_bytes_with_nul();
+    SYNTH.with(|b| b.borrow_mut().clear());
+    // SAFETY: `c` is a NUL-terminated UTF-8 string alive for the call; synchronous mode
+    // returns when the text is spoken, having called `collect` on this thread.
+    let status = unsafe {
+        espeak_Synth(
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            0,
+            POS_CHARACTER,
+            0,
+            ESPEAK_CHARS_UTF8 as u32,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    let samples = SYNTH.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    if status != 0 {
+        return Err(EspeakError::Synth(status));
+    }
+    Ok((
+        samples
+            .into_iter()
+            .map(|s| f32::from(s) / 32768.0)
+            .collect(),
+        rate,
+    ))
+}
+
+/// IPA phonemes of `text` for `voice` (e.g. `en-us`), with clause punctuation kept.
+pub fn phonemize(text: &str, voice: &str) -> Result<String, EspeakError> {
+    let mut guard = ESPEAK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    select(&mut guard, voice)?;
     let mut out = String::new();
     for (clause, punct) in clauses(text) {
         let words = clause.trim();
@@ -151,5 +243,21 @@ mod tests {
         assert!(p.contains("həl") || p.contains("hɛl"), "{p}");
         assert!(p.contains(',') && p.ends_with('.'), "{p}");
         assert!(phonemize("x", "no-such-voice-xx").is_err());
+    }
+
+    #[test]
+    fn espeak_speaks_in_its_own_voices_and_still_phonemizes() {
+        let (audio, rate) = synthesize("Hello there, how are you?", "en-us+f3").unwrap();
+        let secs = audio.len() as f32 / rate as f32;
+        assert!((0.8..4.0).contains(&secs), "{secs} s at {rate} Hz");
+        let peak = audio.iter().fold(0f32, |m, s| m.max(s.abs()));
+        assert!(peak > 0.05, "silent: peak {peak}");
+        // Switching voices back and forth leaves the phonemes as they were.
+        let p = phonemize("Hello, world.", "en-us").unwrap();
+        assert!(p.contains("həl") || p.contains("hɛl"), "{p}");
+        assert!(synthesize("x", "no-such-voice-xx").is_err());
+        assert!(check_voice("en-us+f3").is_ok());
+        let (empty, _) = synthesize("", "en-us+f3").unwrap();
+        assert!(empty.len() < rate as usize / 2);
     }
 }
