@@ -37,6 +37,20 @@ for f in $(grep -oE '/models/ct2/[^ ]+' Dockerfile | sed 's#^/models/##' | sort 
   awk -F'\t' '{print $5}' models/manifest.tsv | grep -qxF "$f" || fail "$f is not in models/manifest.tsv"
 done
 
+# The provision command the image build and the pods' init container run has the flags used.
+help="$(cargo run -q -p voicebot-models -- provision --help)"
+for flag in --manifest --dest --whisper --skip --only --index-url; do
+  [[ "$help" == *"$flag"* ]] || fail "provision has no $flag"
+done
+# The manifest and ONNX Runtime are where the operator's pods expect them, outside /models.
+manifest="$(sed -n 's/^pub const IMAGE_MANIFEST: &str = "\(.*\)";/\1/p' operator/src/render.rs)"
+[[ -n "$manifest" ]] || fail "operator/src/render.rs has no IMAGE_MANIFEST"
+grep -q "^COPY models/manifest.tsv $manifest\$" Dockerfile || fail "the image has no manifest at $manifest"
+grep -q 'ORT_DYLIB_PATH=/usr/lib/voicebot/' Dockerfile || fail "ONNX Runtime must live outside /models"
+# The image tag the build comments give is the operator's default image.
+version="$(cargo metadata --no-deps --format-version 1 --offline | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "voicebot-crds"))')"
+grep -q "docker build -t voicebot:$version \." Dockerfile || fail "the Dockerfile does not build voicebot:$version (the default spec.image)"
+
 # Non-root at run time, with the uid the operator's pod security context uses.
 grep -q '^USER 10001:10001' Dockerfile || fail "the runtime does not run as uid 10001"
 grep -q 'run_as_user: Some(10001)' operator/src/render.rs || fail "operator pods do not run as 10001"

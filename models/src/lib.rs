@@ -8,6 +8,7 @@
 pub mod ct2;
 pub mod ggml;
 pub mod mel;
+pub mod provision;
 pub mod vocab;
 
 use std::path::PathBuf;

@@ -283,6 +283,9 @@ pub fn stateful_set(vb: &VoiceBot, sharding: Sharding, replicas: u32) -> Statefu
                 MODELS_DIR.into(),
                 "--whisper".into(),
                 whisper_name(config.models.whisper).into(),
+                // The image carries ONNX Runtime outside /models.
+                "--skip".into(),
+                "onnxruntime/".into(),
             ];
             if let Some(index) = &store.index_url {
                 args.extend(["--index-url".into(), index.clone()]);
