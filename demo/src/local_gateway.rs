@@ -22,6 +22,14 @@ pub fn reply_text() -> String {
     REPLY_TOKENS.concat()
 }
 
+/// Every user message the fake model was sent (the newest last), as the gateway sent it:
+/// what tests and the demo check of what reached the model (the persona, the turn).
+pub fn user_messages() -> Vec<String> {
+    USER_MESSAGES.lock().unwrap().clone()
+}
+
+static USER_MESSAGES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 /// The fake model server.
 pub struct FakeModel {
     /// Where it listens.
@@ -145,6 +153,13 @@ async fn serve(
                 .find(|t| !t.starts_with("<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"))
         })
         .unwrap_or_default();
+    {
+        let mut seen = USER_MESSAGES.lock().unwrap();
+        if seen.len() >= 1000 {
+            seen.remove(0);
+        }
+        seen.push(last_user.clone());
+    }
     // A message with recent context marks the new turn with "[Now]": only that part counts.
     // (The classifier's prompt quotes the context too; it is recognised by its tag first.)
     let last_user = match last_user.rfind("[Now]") {

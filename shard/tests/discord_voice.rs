@@ -103,6 +103,7 @@ impl Bot {
             common: CommonWords::built_in(),
             scope: format!("test-{}", fastrand::u32(..)),
             observer: Some(observer),
+            models: None,
         };
         let sim_config = SimConfig {
             tls: Some(tls),

@@ -80,6 +80,8 @@ pub struct Brains {
     pub scope: String,
     /// Receives every room's events, tagged with the guild (metrics, the demo, tests).
     pub observer: Option<broadcast::Sender<(u64, RoomEvent)>>,
+    /// The model files loaded (`None` when built by hand): what `models.whisper` chose.
+    pub models: Option<ModelPaths>,
 }
 
 /// What the configuration says of one agent.
@@ -227,36 +229,43 @@ impl Brains {
             tts_api_key,
             room,
         } = config;
-        let (pool, vads, voice, profiles, common) = tokio::task::spawn_blocking(move || {
-            let paths = ModelPaths::locate(models_dir.as_deref(), whisper)?;
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let workers = workers.max(1);
-            let stt = SttConfig {
-                threads: (cores / workers).max(1),
-                ..SttConfig::default()
-            };
-            let vocabulary = paths.dir.join("ct2/whisper-tiny.en/vocabulary.txt");
-            let common = std::fs::read_to_string(&vocabulary)
-                .map(|v| CommonWords::from_whisper_vocabulary(&v))
-                .unwrap_or_else(|_| CommonWords::built_in());
-            let first = Models::load(paths, whisper, stt, 1)?;
-            let vads = VadSource::new(&first);
-            let (voice, profiles) = load_voices(
-                &first.env,
-                &first.paths,
-                &tts,
-                tts_api_key.as_ref(),
-                &agents,
-            )?;
-            let mut all = vec![first];
-            for _ in 1..workers {
-                let more = all[0].fork(1)?;
-                all.push(more);
-            }
-            let pool = Arc::new(EnginePool::new(all, PoolConfig::default()));
-            anyhow::Ok((pool, vads, voice, profiles, common))
-        })
-        .await??;
+        let (pool, vads, voice, profiles, common, loaded) =
+            tokio::task::spawn_blocking(move || {
+                let paths = ModelPaths::locate(models_dir.as_deref(), whisper)?;
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let workers = workers.max(1);
+                let stt = SttConfig {
+                    threads: (cores / workers).max(1),
+                    ..SttConfig::default()
+                };
+                let vocabulary = paths.dir.join("ct2/whisper-tiny.en/vocabulary.txt");
+                let common = std::fs::read_to_string(&vocabulary)
+                    .map(|v| CommonWords::from_whisper_vocabulary(&v))
+                    .unwrap_or_else(|_| CommonWords::built_in());
+                tracing::info!(
+                    whisper = %paths.whisper.display(),
+                    workers,
+                    "loading the listening models"
+                );
+                let loaded = paths.clone();
+                let first = Models::load(paths, whisper, stt, 1)?;
+                let vads = VadSource::new(&first);
+                let (voice, profiles) = load_voices(
+                    &first.env,
+                    &first.paths,
+                    &tts,
+                    tts_api_key.as_ref(),
+                    &agents,
+                )?;
+                let mut all = vec![first];
+                for _ in 1..workers {
+                    let more = all[0].fork(1)?;
+                    all.push(more);
+                }
+                let pool = Arc::new(EnginePool::new(all, PoolConfig::default()));
+                anyhow::Ok((pool, vads, voice, profiles, common, loaded))
+            })
+            .await??;
         let gateway = match gateway {
             None => None,
             Some(config) => {
@@ -281,6 +290,7 @@ impl Brains {
             common,
             scope,
             observer: None,
+            models: Some(loaded),
         })
     }
 
