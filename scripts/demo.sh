@@ -7,14 +7,19 @@
 #
 #   scripts/demo.sh                              generated sample ("Jarvis, what is two plus two?")
 #   scripts/demo.sh my.wav [--json] [--repeat 20] [--agent sage] [--sensitivity high] ...
+#   scripts/demo.sh --voicebot examples/voicebot.yaml --agent sage   the resource's agents, voices, settings
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/setup.sh
 cargo build --quiet --locked -p voicebot-demo
 
-input="${1:-}"
-[[ $# -gt 0 ]] && shift
+# The first argument is the WAV to say, unless it is a flag (`scripts/demo.sh --voicebot …`).
+input=""
+if [[ $# -gt 0 && "$1" != --* ]]; then
+  input="$1"
+  shift
+fi
 if [[ -z "$input" ]]; then
   demo="$root/.cache/demo"
   mkdir -p "$demo"

@@ -8,6 +8,8 @@
 //! validation lives in the schema (ranges, patterns, enums) because the oldest API server we
 //! support (1.20) has no CEL rules.
 
+pub mod fields;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Toleration;
@@ -432,6 +434,42 @@ mod tests {
         let file = serde_json::to_value(&vb.config).unwrap();
         assert_eq!(file["agents"][0]["name"], "jarvis");
         assert!(file.get("discord").is_none() && file.get("image").is_none());
+    }
+
+    #[test]
+    fn model_store_combinations_that_cannot_work_are_refused() {
+        let store = |v: serde_json::Value| -> Vec<String> {
+            let s: ModelStoreSpec = serde_json::from_value(v).unwrap();
+            s.validate()
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| i.field)
+                .collect()
+        };
+        assert!(store(serde_json::json!({})).is_empty());
+        assert!(
+            store(serde_json::json!({"source": "provision"})).is_empty(),
+            "an emptyDir cache"
+        );
+        assert_eq!(
+            store(serde_json::json!({"source": "volume"})),
+            ["modelStore.volumeClaim"]
+        );
+        assert_eq!(
+            store(serde_json::json!({"source": "image", "hostPath": "/m"})),
+            ["modelStore.hostPath"]
+        );
+        assert_eq!(
+            store(
+                serde_json::json!({"source": "volume", "volumeClaim": "w", "indexUrl": "http://x"})
+            ),
+            ["modelStore.indexUrl"]
+        );
+        assert!(
+            store(serde_json::json!({"source": "provision", "volumeClaim": "w", "hostPath": "/m"}))
+                .contains(&"modelStore.hostPath".to_string())
+        );
     }
 
     #[test]

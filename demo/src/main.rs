@@ -227,7 +227,7 @@ async fn session(
     let agent = args.agent.clone().unwrap_or_else(|| slash.clone());
     let started = Instant::now();
     // The gateway: the user's, or a local one with the fake model.
-    let (gateway_config, _local) = match &args.gateway {
+    let (gateway_config, local) = match &args.gateway {
         Some(url) => {
             let token = std::env::var("OPENCLAW_GATEWAY_TOKEN")
                 .ok()
@@ -277,6 +277,11 @@ async fn session(
         .get(&agent)
         .map(|p| p.voice_name.clone())
         .unwrap_or_default();
+    // With the local gateway the demo can say whether the agent's persona reached the model.
+    let persona = bot
+        .agent(&agent)
+        .and_then(|a| a.persona.clone())
+        .filter(|_| local.is_some());
     brains.observer = Some(observer);
     let metrics = Arc::new(ShardMetrics::new());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -442,9 +447,16 @@ async fn session(
                 .as_ref()
                 .map(|_| trips.saturating_sub(trips_before.max(counted)));
             counted = trips;
+            let persona_sent = persona.as_ref().map(|p| {
+                local_gateway::user_messages()
+                    .iter()
+                    .rev()
+                    .find(|m| !m.contains("[VOICEBOT_CLASSIFIER]"))
+                    .is_some_and(|m| m.contains(p.as_str()))
+            });
             print_turn(
                 &args,
-                (&agent, &voice_name),
+                (&agent, &voice_name, persona_sent),
                 &turn,
                 reply_audio.as_deref(),
                 latency_ms,
@@ -526,7 +538,7 @@ async fn collect_turns(rx: &mut broadcast::Receiver<(u64, RoomEvent)>) -> Vec<Tu
 
 fn print_turn(
     args: &Args,
-    (agent, voice): (&str, &str),
+    (agent, voice, persona_sent): (&str, &str, Option<bool>),
     t: &TurnRecord,
     reply_audio: Option<&std::path::Path>,
     latency: Option<f64>,
@@ -553,6 +565,7 @@ fn print_turn(
             "redis_round_trips": redis_round_trips,
             "agent": agent,
             "voice": voice,
+            "persona_sent": persona_sent,
         });
         println!("{record}");
         return;
@@ -560,7 +573,12 @@ fn print_turn(
     println!("user: \"{}\"", t.utterance.transcript);
     match (&t.reply.reply, latency) {
         (Some(reply), Some(l)) => println!(
-            "  {agent}: \"{reply}\"  — first RTP packet {l:.0} ms after the user stopped; audio: {}",
+            "  {agent} ({voice}{}): \"{reply}\"  — first RTP packet {l:.0} ms after the user stopped; audio: {}",
+            match persona_sent {
+                Some(true) => ", persona sent",
+                Some(false) => ", persona NOT sent",
+                None => "",
+            },
             reply_audio.map_or_else(String::new, |p| p.display().to_string())
         ),
         (Some(reply), None) => println!("  {agent}: \"{reply}\" (no audio heard)"),

@@ -69,23 +69,7 @@ fn render(file: &std::path::Path, namespace: &str) -> anyhow::Result<()> {
         anyhow::anyhow!("render needs spec.shards.count (the automatic count asks Discord)")
     })?;
     let sharding = voicebot_crds::Sharding::new(count, vb.spec.shards.per_pod);
-    let docs = [
-        serde_json::to_value(render::config_map(&vb))?,
-        serde_json::to_value(render::service(&vb))?,
-        serde_json::to_value(render::stateful_set(&vb, sharding, sharding.pods))?,
-        render::pod_disruption_budget(&vb, "policy/v1"),
-        render::service_monitor(&vb),
-    ];
-    let kinds = [
-        ("v1", "ConfigMap"),
-        ("v1", "Service"),
-        ("apps/v1", "StatefulSet"),
-    ];
-    for (i, mut doc) in docs.into_iter().enumerate() {
-        if let (Some((api, kind)), Some(o)) = (kinds.get(i), doc.as_object_mut()) {
-            o.insert("apiVersion".into(), (*api).into());
-            o.insert("kind".into(), (*kind).into());
-        }
+    for doc in render::documents(&vb, sharding) {
         print!("---\n{}", serde_yaml::to_string(&doc)?);
     }
     Ok(())

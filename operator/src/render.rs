@@ -479,6 +479,41 @@ pub fn pod_disruption_budget(vb: &VoiceBot, api_version: &str) -> serde_json::Va
     })
 }
 
+/// Everything the operator applies for `vb` with this layout, as `voicebot-operator render`
+/// prints it (the ServiceMonitor only with `metrics.serviceMonitor`).
+pub fn documents(vb: &VoiceBot, sharding: Sharding) -> Vec<serde_json::Value> {
+    let typed = |v: serde_json::Value, api: &str, kind: &str| {
+        let mut v = v;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("apiVersion".into(), api.into());
+            o.insert("kind".into(), kind.into());
+        }
+        v
+    };
+    let mut docs = vec![
+        typed(
+            serde_json::to_value(config_map(vb)).unwrap_or_default(),
+            "v1",
+            "ConfigMap",
+        ),
+        typed(
+            serde_json::to_value(service(vb)).unwrap_or_default(),
+            "v1",
+            "Service",
+        ),
+        typed(
+            serde_json::to_value(stateful_set(vb, sharding, sharding.pods)).unwrap_or_default(),
+            "apps/v1",
+            "StatefulSet",
+        ),
+        pod_disruption_budget(vb, "policy/v1"),
+    ];
+    if vb.spec.metrics.service_monitor {
+        docs.push(service_monitor(vb));
+    }
+    docs
+}
+
 /// A Prometheus Operator ServiceMonitor for the shard pods.
 pub fn service_monitor(vb: &VoiceBot) -> serde_json::Value {
     let names = Names::of(vb);
@@ -580,6 +615,154 @@ mod tests {
             .annotations
             .as_ref();
         assert_eq!(annotations.unwrap()[SHARDING], "5/2");
+    }
+
+    /// `bot()` with `patch` merged into its spec.
+    fn bot_with(patch: serde_json::Value) -> VoiceBot {
+        let mut v = serde_json::to_value(bot()).unwrap();
+        for (k, val) in patch.as_object().unwrap() {
+            v["spec"][k] = val.clone();
+        }
+        let vb: VoiceBot = serde_json::from_value(v).unwrap();
+        vb.spec.validate().unwrap();
+        vb
+    }
+
+    fn pod_of(vb: &VoiceBot) -> k8s_openapi::api::core::v1::PodSpec {
+        stateful_set(vb, Sharding::new(5, 2), 3)
+            .spec
+            .template
+            .spec
+            .unwrap()
+    }
+
+    #[test]
+    fn the_model_store_decides_the_models_volume_and_the_init_container() {
+        // image: the weights baked into the image; nothing mounted over /models.
+        let pod = pod_of(&bot());
+        assert!(pod.init_containers.is_none());
+        assert!(
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|v| v.name != "models")
+        );
+        // provision onto a node directory: the init container fills it for the configured
+        // Whisper size and the main container reads it.
+        let vb = bot_with(json!({
+            "modelStore": {"source": "provision", "hostPath": "/var/cache/vb",
+                           "indexUrl": "http://pypi.local/"},
+            "models": {"whisper": "base"},
+        }));
+        let pod = pod_of(&vb);
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(
+            init.image.as_deref(),
+            Some("voicebot:dev"),
+            "the same image"
+        );
+        let args = init.args.clone().unwrap().join(" ");
+        assert!(
+            args.starts_with(
+                "provision --manifest /usr/share/voicebot/manifest.tsv --dest /models"
+            ),
+            "{args}"
+        );
+        assert!(args.contains("--whisper base"), "{args}");
+        assert!(args.contains("--index-url http://pypi.local/"), "{args}");
+        let models = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "models")
+            .unwrap();
+        assert_eq!(models.host_path.as_ref().unwrap().path, "/var/cache/vb");
+        let mount = |c: &Container| {
+            c.volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.name == "models")
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(mount(init).read_only, None, "the init container writes");
+        assert_eq!(mount(&pod.containers[0]).read_only, Some(true));
+        // volume from a claim: read-only, no init container.
+        let vb = bot_with(json!({"modelStore": {"source": "volume", "volumeClaim": "weights"}}));
+        let pod = pod_of(&vb);
+        assert!(pod.init_containers.is_none());
+        let models = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "models")
+            .unwrap();
+        let claim = models.persistent_volume_claim.as_ref().unwrap();
+        assert_eq!(
+            (claim.claim_name.as_str(), claim.read_only),
+            ("weights", Some(true))
+        );
+    }
+
+    #[test]
+    fn image_resources_metrics_and_the_tts_key_reach_the_pod() {
+        let vb = bot_with(json!({
+            "image": "registry.local/voicebot:9.9",
+            "imagePullPolicy": "Always",
+            "resources": {"gpu": 0, "cpu": "3", "memory": "6Gi",
+                          "tolerations": [{"key": "dedicated", "operator": "Equal",
+                                           "value": "voice", "effect": "NoSchedule"}]},
+            "metrics": {"port": 9400, "serviceMonitor": false},
+            "models": {"tts": {"backend": "http", "url": "http://tts:8000/v1",
+                               "apiKeySecret": {"name": "tts", "key": "apiKey"}}},
+        }));
+        let pod = pod_of(&vb);
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("registry.local/voicebot:9.9"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+        let limits = c.resources.as_ref().unwrap().limits.clone().unwrap();
+        assert_eq!(limits["cpu"], Quantity("3".into()));
+        assert_eq!(limits["memory"], Quantity("6Gi".into()));
+        assert!(!limits.contains_key("nvidia.com/gpu"));
+        assert_eq!(
+            pod.tolerations.as_ref().unwrap()[0].value.as_deref(),
+            Some("voice")
+        );
+        let env: BTreeMap<String, EnvVar> = c
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        assert_eq!(env["METRICS_ADDR"].value.as_deref(), Some("0.0.0.0:9400"));
+        assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 9400);
+        let key = env["TTS_API_KEY"].value_from.as_ref().unwrap();
+        let key = key.secret_key_ref.as_ref().unwrap();
+        assert_eq!((key.name.as_str(), key.key.as_str()), ("tts", "apiKey"));
+        assert_eq!(service(&vb).spec.unwrap().ports.unwrap()[0].port, 9400);
+        // The endpoint and the model are configuration, in the ConfigMap the shard parses.
+        let text = config_map(&vb).data.unwrap()["voicebot.json"].clone();
+        let parsed = voicebot_config::BotConfig::from_json(&text).unwrap();
+        assert_eq!(
+            parsed, vb.spec.config,
+            "the pod reads exactly the spec's configuration"
+        );
+        let kinds: Vec<String> = documents(&vb, Sharding::new(5, 2))
+            .iter()
+            .map(|d| d["kind"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget"],
+            "serviceMonitor: false renders none"
+        );
+        let kinds = documents(&bot(), Sharding::new(5, 2));
+        assert_eq!(kinds.last().unwrap()["kind"], "ServiceMonitor");
     }
 
     #[test]

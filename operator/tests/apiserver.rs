@@ -289,7 +289,7 @@ async fn the_operator_runs_a_voicebot_on_a_real_api_server() {
         .create(
             &PostParams::default(),
             &serde_json::from_value(json!({
-                "metadata": {"name": "voicebot-redis-url"},
+                "metadata": {"name": "voicebot-redis"},
                 "stringData": {"url": redis_url},
             }))
             .unwrap(),
@@ -297,7 +297,7 @@ async fn the_operator_runs_a_voicebot_on_a_real_api_server() {
         .await
         .unwrap();
     assert_eq!(
-        example["spec"]["redis"]["urlSecret"]["name"], "voicebot-redis-url",
+        example["spec"]["redis"]["urlSecret"]["name"], "voicebot-redis",
         "the example reads its Redis URL from the Secret the README creates"
     );
     let bots: Api<VoiceBot> = Api::namespaced(client.clone(), "bots");
@@ -353,7 +353,7 @@ async fn the_operator_runs_a_voicebot_on_a_real_api_server() {
         .expect("REDIS_URL from the Secret");
     assert_eq!(
         (redis_env.name.as_str(), redis_env.key.as_str()),
-        ("voicebot-redis-url", "url")
+        ("voicebot-redis", "url")
     );
     let pod = sts.spec.template.spec.as_ref().unwrap();
     let limits = pod.containers[0]

@@ -349,3 +349,112 @@ fn limits_bound_the_room() {
     // listens_to, turns_beyond_the_queue_are_dropped_and_counted_and_nobody_is_stuck).
     assert_eq!((room.max_speakers, room.max_pending), (3, 1));
 }
+
+/// `voicebot-shard run` as the operator starts it: `VOICEBOT_CONFIG` (the ConfigMap) and the
+/// Secret-backed variables; stderr captured.
+fn pod(config: &serde_json::Value, env: &[(&str, &str)]) -> std::process::Command {
+    let dir = common::scratch();
+    let path = dir.join(format!("voicebot-{}.json", fastrand::u32(..)));
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_voicebot-shard"));
+    cmd.arg("run")
+        .env_remove("REDIS_URL")
+        .env_remove("TTS_API_KEY")
+        .env("DISCORD_TOKEN", "test-token")
+        .env("DISCORD_APPLICATION_ID", "42")
+        // Nothing answers here: the pod gets as far as its Discord connection.
+        .env("DISCORD_GATEWAY_URL", "ws://127.0.0.1:1")
+        .env("DISCORD_API_PROXY", "http://127.0.0.1:1")
+        .env("OPENCLAW_GATEWAY_TOKEN", "gw-token")
+        .env("VOICEBOT_REDIS_PREFIX", common::fleet::PREFIX)
+        .env(
+            "METRICS_ADDR",
+            format!("127.0.0.1:{}", common::fleet::free_port()),
+        )
+        .env("VOICEBOT_CONFIG", &path)
+        .envs(env.iter().copied());
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pod_takes_redis_and_the_gateway_from_the_config_and_refuses_missing_secrets() {
+    let base = serde_json::json!({
+        "agents": [{"name": "jarvis"}],
+        "redis": {"urlSecret": {"name": "voicebot-redis-url", "key": "url"}},
+        "gateway": {"url": "ws://127.0.0.1:1", "tokenSecret": {"name": "openclaw", "key": "token"}},
+    });
+    // redis.urlSecret without its variable: refused at start, the field named.
+    let out = pod(&base, &[]).arg("--no-voice").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("redis.urlSecret"),
+        "{err}"
+    );
+    // models.tts.apiKeySecret likewise.
+    let mut keyed = base.clone();
+    keyed["models"] = serde_json::json!({"tts": {"backend": "http", "url": "http://127.0.0.1:1/v1",
+        "apiKeySecret": {"name": "tts", "key": "apiKey"}}});
+    let out = pod(&keyed, &[("REDIS_URL", "redis://127.0.0.1:1")])
+        .arg("--no-voice")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("models.tts.apiKeySecret"),
+        "{err}"
+    );
+
+    // With the Secret's URL in REDIS_URL, the pod keeps the fleet's device identity in that
+    // Redis, and dials the gateway at `gateway.url` (here: a listener of the test's).
+    let redis = common::fleet::Redis::start();
+    let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = base.clone();
+    config["gateway"]["url"] = format!("ws://{}", gateway.local_addr().unwrap()).into();
+    let log = common::scratch().join("pod-config.log");
+    let mut child = pod(&config, &[("REDIS_URL", redis.url().as_str())])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let accepted = tokio::time::timeout(std::time::Duration::from_secs(90), gateway.accept()).await;
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let (mut stream, _) = accepted
+        .unwrap_or_else(|_| panic!("the pod never dialled gateway.url\n{}", logs()))
+        .unwrap();
+    let mut head = vec![0u8; 4096];
+    let mut n = 0;
+    while !String::from_utf8_lossy(&head[..n]).contains("\r\n\r\n") {
+        let m = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read(&mut head[n..]),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        if m == 0 {
+            break;
+        }
+        n += m;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = logs();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(
+        head.starts_with("GET /") && head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let device: Option<String> = redis::cmd("GET")
+        .arg(format!("{}openclaw:device", common::fleet::PREFIX))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        device.is_some(),
+        "no device identity in the configured Redis\n{logs}"
+    );
+    for secret in ["gw-token", "test-token", common::fleet::PASSWORD] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+    }
+}

@@ -159,11 +159,14 @@ async fn the_run_command_starts_as_the_operator_configures_it_and_stops_on_sigte
     sim.add_guild(Guild::new(GUILD, &owner, (LOUNGE, "Lounge"), &[]));
     let dir = std::env::temp_dir().join(format!("voicebot-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    // The ConfigMap the operator renders.
+    // The ConfigMap the operator renders (`voicebot-operator render`): the spec's BotConfig.
+    // Redis is down here (the pod serves and writes back later: fleet_state.rs).
     let config = dir.join("voicebot.json");
     std::fs::write(
         &config,
-        r#"{"agents": [{"name": "sage"}, {"name": "jarvis"}], "defaultSensitivity": "medium"}"#,
+        r#"{"agents": [{"name": "sage"}, {"name": "jarvis"}], "defaultSensitivity": "medium",
+            "redis": {"url": "redis://127.0.0.1:1"},
+            "gateway": {"url": "ws://127.0.0.1:1", "tokenSecret": {"name": "openclaw", "key": "token"}}}"#,
     )
     .unwrap();
     let port = free_port();
