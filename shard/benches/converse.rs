@@ -54,6 +54,22 @@ fn main() {
         }
     }
 
+    // espeak-ng's own voice, the second local voice (`espeak:en-us+f3`), side by side.
+    let (mut es_ttfa, mut es_rtf) = (Vec::new(), Vec::new());
+    for s in [
+        "Sure.",
+        "Two plus two is four.",
+        "The weather in Paris tomorrow will be sunny, with a high of twenty degrees.",
+    ] {
+        for _ in 0..5 {
+            let t = Instant::now();
+            let (a, rate) = voicebot_shard::speak::espeak::synthesize(s, "en-us+f3").unwrap();
+            let took = t.elapsed().as_secs_f64();
+            es_ttfa.push(took * 1e3);
+            es_rtf.push(took / (a.len() as f64 / f64::from(rate)));
+        }
+    }
+
     let client = rt.block_on(async {
         let c = gw.client_config();
         let client = GatewayClient::start(c, Arc::new(MemoryStore::new().unwrap()));
@@ -140,5 +156,14 @@ fn main() {
     println!(
         "Piper real-time factor: p50 {:.3}",
         percentile(&rtf, 50.0).unwrap_or(f64::NAN)
+    );
+    common::summary(
+        "espeak-ng en-us+f3 per sentence (same sentences)",
+        "ms",
+        &es_ttfa,
+    );
+    println!(
+        "espeak-ng real-time factor: p50 {:.3}",
+        percentile(&es_rtf, 50.0).unwrap_or(f64::NAN)
     );
 }

@@ -277,6 +277,11 @@ async fn the_http_backend_speaks_through_the_endpoint_with_the_key_from_the_secr
     let r = c.respond("ann", "what is two plus two", 1_000).await;
     assert!(r.reply.is_some(), "the text reply still comes: {r:?}");
     assert!(r.audio.is_empty(), "no audio without the key");
+    let err = r.error.clone().unwrap_or_default();
+    assert!(
+        err.contains("text-to-speech") && err.contains("401"),
+        "{err}"
+    );
     let requests = seen.lock().unwrap()[before..].to_vec();
     assert!(!requests.is_empty() && requests.iter().all(|r| !r.contains("Bearer")));
 }

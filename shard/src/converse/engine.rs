@@ -376,9 +376,12 @@ impl ActiveReply {
 }
 
 /// Speaks one sentence; the audio, and when its first piece came.
-async fn speak(voice: Option<&Voice>, sentence: &str) -> (Vec<f32>, Option<Instant>) {
+async fn speak(
+    voice: Option<&Voice>,
+    sentence: &str,
+) -> (Vec<f32>, Option<Instant>, Option<String>) {
     let Some(voice) = voice else {
-        return (Vec::new(), None);
+        return (Vec::new(), None, None);
     };
     let (tx, mut rx) = mpsc::channel::<Vec<f32>>(64);
     let voice = voice.clone();
@@ -396,11 +399,12 @@ async fn speak(voice: Option<&Voice>, sentence: &str) -> (Vec<f32>, Option<Insta
         }
         (audio, first)
     };
-    let (result, collected) = tokio::join!(speak, collect);
-    if let Err(e) = result {
+    let (result, (audio, first)) = tokio::join!(speak, collect);
+    let error = result.err().map(|e| {
         tracing::warn!(error = %e, "text-to-speech failed for a sentence");
-    }
-    collected
+        format!("text-to-speech: {e}")
+    });
+    (audio, first, error)
 }
 
 /// Said when the agent's reply fails (the gateway gone, the model stalled past the first-token
@@ -434,7 +438,11 @@ async fn run_reply(
     let tts_state = state.clone();
     let mut tts = AbortOnDrop(tokio::spawn(async move {
         while let Some((sentence, ready)) = sentence_rx.recv().await {
-            let (audio, first) = speak(voice.as_ref(), &sentence).await;
+            let (audio, first, error) = speak(voice.as_ref(), &sentence).await;
+            if let Some(e) = error {
+                // The text still goes out; the turn says why nothing was heard.
+                lock(&tts_state).outcome.error.get_or_insert(e);
+            }
             if let Some(first) = first {
                 let mut st = lock(&tts_state);
                 st.outcome
