@@ -38,37 +38,11 @@ fn main() {
         PiperVoice::load(&models.env, &voice_path, 1).unwrap(),
     ));
 
-    // Piper alone.
-    let (mut ttfa, mut rtf) = (Vec::new(), Vec::new());
-    for s in [
-        "Sure.",
-        "Two plus two is four.",
-        "The weather in Paris tomorrow will be sunny, with a high of twenty degrees.",
-    ] {
-        for _ in 0..5 {
-            let t = Instant::now();
-            let a = voice.lock().unwrap().synthesize(s).unwrap();
-            let took = t.elapsed().as_secs_f64();
-            ttfa.push(took * 1e3);
-            rtf.push(took / (a.len() as f64 / 22_050.0));
-        }
-    }
-
-    // espeak-ng's own voice, the second local voice (`espeak:en-us+f3`), side by side.
-    let (mut es_ttfa, mut es_rtf) = (Vec::new(), Vec::new());
-    for s in [
-        "Sure.",
-        "Two plus two is four.",
-        "The weather in Paris tomorrow will be sunny, with a high of twenty degrees.",
-    ] {
-        for _ in 0..5 {
-            let t = Instant::now();
-            let (a, rate) = voicebot_shard::speak::espeak::synthesize(s, "en-us+f3").unwrap();
-            let took = t.elapsed().as_secs_f64();
-            es_ttfa.push(took * 1e3);
-            es_rtf.push(took / (a.len() as f64 / f64::from(rate)));
-        }
-    }
+    // Piper alone, and espeak-ng's own voice (the second local voice, `espeak:en-us+f3`) on
+    // the same sentences: per-sentence time and real-time factor.
+    let (ttfa, rtf) = time_sentences(|s| (voice.lock().unwrap().synthesize(s).unwrap(), 22_050));
+    let (es_ttfa, es_rtf) =
+        time_sentences(|s| voicebot_shard::speak::espeak::synthesize(s, "en-us+f3").unwrap());
 
     let client = rt.block_on(async {
         let c = gw.client_config();
@@ -166,4 +140,24 @@ fn main() {
         "espeak-ng real-time factor: p50 {:.3}",
         percentile(&es_rtf, 50.0).unwrap_or(f64::NAN)
     );
+}
+
+/// Five runs of three sentences through `synth` (audio, rate): each time in ms, each real-time
+/// factor.
+fn time_sentences(mut synth: impl FnMut(&str) -> (Vec<f32>, u32)) -> (Vec<f64>, Vec<f64>) {
+    let (mut took_ms, mut rtf) = (Vec::new(), Vec::new());
+    for s in [
+        "Sure.",
+        "Two plus two is four.",
+        "The weather in Paris tomorrow will be sunny, with a high of twenty degrees.",
+    ] {
+        for _ in 0..5 {
+            let t = Instant::now();
+            let (audio, rate) = synth(s);
+            let took = t.elapsed().as_secs_f64();
+            took_ms.push(took * 1e3);
+            rtf.push(took / (audio.len() as f64 / f64::from(rate)));
+        }
+    }
+    (took_ms, rtf)
 }
