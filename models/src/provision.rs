@@ -431,6 +431,27 @@ mod tests {
     }
 
     #[test]
+    fn the_piper_voices_the_config_accepts_are_the_ones_the_manifest_provisions() {
+        let entries = parse_manifest(include_str!("../manifest.tsv")).unwrap();
+        let mut provisioned: Vec<&str> = entries
+            .iter()
+            .filter_map(|e| e.dest.strip_prefix("piper/")?.strip_suffix(".onnx"))
+            .collect();
+        provisioned.sort_unstable();
+        let mut accepted = voicebot_config::PIPER_VOICES.to_vec();
+        accepted.sort_unstable();
+        assert_eq!(provisioned, accepted);
+        for v in accepted {
+            assert!(
+                entries
+                    .iter()
+                    .any(|e| e.dest == format!("piper/{v}.onnx.json")),
+                "{v} has no .onnx.json"
+            );
+        }
+    }
+
+    #[test]
     fn bad_manifests_are_refused_with_the_line() {
         let sha = "a".repeat(64);
         for (text, line) in [
