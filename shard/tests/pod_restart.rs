@@ -181,8 +181,9 @@ async fn a_pod_killed_mid_reply_is_replaced_and_the_reply_is_spoken() {
         "pod kill → the interrupted reply spoken again: {} ms",
         first.duration_since(killed).as_millis()
     );
+    // The long reply is "word0 word1 …"; Whisper tiny sometimes hears Piper's "word" as "ward".
     let heard = common::transcribe(&pcm, BotAudio::SAMPLE_RATE).to_lowercase();
-    assert!(heard.contains("word"), "{heard}");
+    assert!(heard.contains("word") || heard.contains("ward"), "{heard}");
     redis
         .wait_hash(&format!("conv:{GUILD}"), |h| h.is_empty())
         .await;
