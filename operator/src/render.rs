@@ -636,6 +636,16 @@ mod tests {
             .unwrap()
     }
 
+    fn models_volume_of(pod: &k8s_openapi::api::core::v1::PodSpec) -> Volume {
+        pod.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "models")
+            .cloned()
+            .unwrap()
+    }
+
     #[test]
     fn the_model_store_decides_the_models_volume_and_the_init_container() {
         // image: the weights baked into the image; nothing mounted over /models.
@@ -671,13 +681,7 @@ mod tests {
         );
         assert!(args.contains("--whisper base"), "{args}");
         assert!(args.contains("--index-url http://pypi.local/"), "{args}");
-        let models = pod
-            .volumes
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|v| v.name == "models")
-            .unwrap();
+        let models = models_volume_of(&pod);
         assert_eq!(models.host_path.as_ref().unwrap().path, "/var/cache/vb");
         let mount = |c: &Container| {
             c.volume_mounts
@@ -694,13 +698,7 @@ mod tests {
         let vb = bot_with(json!({"modelStore": {"source": "volume", "volumeClaim": "weights"}}));
         let pod = pod_of(&vb);
         assert!(pod.init_containers.is_none());
-        let models = pod
-            .volumes
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|v| v.name == "models")
-            .unwrap();
+        let models = models_volume_of(&pod);
         let claim = models.persistent_volume_claim.as_ref().unwrap();
         assert_eq!(
             (claim.claim_name.as_str(), claim.read_only),

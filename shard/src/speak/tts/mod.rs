@@ -66,32 +66,23 @@ impl Voice {
         match self {
             Self::Piper(voice) => {
                 let voice = voice.clone();
-                let audio = tokio::task::spawn_blocking(move || {
+                send_blocking(tx, move || {
                     voice
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .synthesize(&text)
+                        .map_err(|e| e.to_string())
                 })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-                if !audio.is_empty() {
-                    let _ = tx.send(audio).await;
-                }
-                Ok(())
             }
             Self::Espeak { voice, .. } => {
                 let voice = voice.clone();
-                let (audio, _) = tokio::task::spawn_blocking(move || {
+                send_blocking(tx, move || {
                     crate::speak::espeak::synthesize(&text, &voice)
+                        .map(|(audio, _)| audio)
+                        .map_err(|e| e.to_string())
                 })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-                if !audio.is_empty() {
-                    let _ = tx.send(audio).await;
-                }
-                Ok(())
             }
             Self::Http(tts) => tts
                 .synthesize_into(&text, tx)
@@ -99,4 +90,18 @@ impl Voice {
                 .map_err(|e| e.to_string()),
         }
     }
+}
+
+/// Runs a local (blocking) synthesis on the blocking pool and sends its audio, if any.
+async fn send_blocking(
+    tx: &mpsc::Sender<Vec<f32>>,
+    synth: impl FnOnce() -> Result<Vec<f32>, String> + Send + 'static,
+) -> Result<(), String> {
+    let audio = tokio::task::spawn_blocking(synth)
+        .await
+        .map_err(|e| e.to_string())??;
+    if !audio.is_empty() {
+        let _ = tx.send(audio).await;
+    }
+    Ok(())
 }
