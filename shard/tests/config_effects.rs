@@ -60,17 +60,33 @@ fn median_pitch_hz(audio: &[f32], rate: u32) -> f32 {
         if (energy / frame as f32).sqrt() < 0.02 {
             continue;
         }
+        // Normalised over the overlap (no bias toward short lags); the first lag that correlates
+        // strongly, at its local peak, is the period (YIN's rule: not half of it, not twice).
+        let r_at = |lag: usize| {
+            let (a, b) = (&w[..frame - lag], &w[lag..]);
+            let c: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let e = (a.iter().map(|x| x * x).sum::<f32>() * b.iter().map(|y| y * y).sum::<f32>())
+                .sqrt();
+            if e > 0.0 { c / e } else { 0.0 }
+        };
+        let lags = min_lag..max_lag.min(frame - 1);
         let mut best = (0.0f32, 0usize);
-        for lag in min_lag..max_lag.min(frame - 1) {
-            let c: f32 = w[..frame - lag]
-                .iter()
-                .zip(&w[lag..])
-                .map(|(a, b)| a * b)
-                .sum();
-            let r = c / energy;
+        let mut lag = lags.start;
+        while lag < lags.end {
+            let r = r_at(lag);
+            if r > 0.8 {
+                let (mut peak, mut at) = (r, lag);
+                while at + 1 < lags.end && r_at(at + 1) > peak {
+                    at += 1;
+                    peak = r_at(at);
+                }
+                best = (peak, at);
+                break;
+            }
             if r > best.0 {
                 best = (r, lag);
             }
+            lag += 1;
         }
         if best.0 > 0.5 {
             pitches.push(rate as f32 / best.1 as f32);
@@ -176,7 +192,7 @@ async fn the_default_sensitivity_is_what_a_guild_gets_until_it_picks() {
     for (level, addressed) in [("low", false), ("medium", true)] {
         let b = bot(serde_json::json!({"defaultSensitivity": level}));
         let brains = brains(&b, true, None).await;
-        let mut c = brains.conversation("jarvis", 7, settings::sensitivity(b.default_sensitivity));
+        let mut c = brains.conversation("jarvis", 7, b.default_sensitivity);
         c.humans_present = 3;
         let r = c
             .respond("ann", "What is the capital of Peru?", 1_000)
