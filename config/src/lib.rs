@@ -117,8 +117,10 @@ pub struct AgentConfig {
     pub voice: Option<String>,
 }
 
-/// How readily the bot answers turns that do not name it.
+/// How readily the bot answers turns that do not name it (the shard's relevance uses this
+/// type itself).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Sensitivity {
     /// Only when named (or in solo mode / a follow-up).
@@ -128,6 +130,31 @@ pub enum Sensitivity {
     Medium,
     /// Also when a classifier thinks it may be.
     High,
+}
+
+impl Sensitivity {
+    /// `low`, `medium` or `high`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+}
+
+impl std::str::FromStr for Sensitivity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Ok(Self::Low),
+            "medium" => Ok(Self::Medium),
+            "high" => Ok(Self::High),
+            other => Err(format!(
+                "unknown sensitivity {other:?} (low, medium or high)"
+            )),
+        }
+    }
 }
 
 /// Whisper model size.

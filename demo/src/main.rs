@@ -299,7 +299,7 @@ async fn session(
         brains: Some(brains),
         metrics: Some(metrics.clone()),
         ready: Some(ready.clone()),
-        default_sensitivity: voicebot_shard::settings::sensitivity(bot.default_sensitivity),
+        default_sensitivity: bot.default_sensitivity,
         ..DiscordConfig::new(
             Secret::new(sim_config.token.clone()),
             sim_config.application_id,

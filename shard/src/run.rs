@@ -147,9 +147,9 @@ impl Settings {
         };
         Ok(Self {
             agents,
-            sensitivity: bot.as_ref().map_or(Sensitivity::Low, |b| {
-                settings::sensitivity(b.default_sensitivity)
-            }),
+            sensitivity: bot
+                .as_ref()
+                .map_or(Sensitivity::Low, |b| b.default_sensitivity),
             whisper: args
                 .whisper
                 .or(bot.as_ref().map(|b| settings::whisper(b.models.whisper)))

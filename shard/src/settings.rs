@@ -4,7 +4,6 @@
 
 use voicebot_config::BotConfig;
 
-use crate::converse::relevance::Sensitivity;
 use crate::converse::room::RoomConfig;
 use crate::listen::ListenerConfig;
 use crate::listen::vad::VadConfig;
@@ -15,15 +14,6 @@ pub fn whisper(model: voicebot_config::WhisperModel) -> WhisperModel {
     match model {
         voicebot_config::WhisperModel::TinyEn => WhisperModel::TinyEn,
         voicebot_config::WhisperModel::Base => WhisperModel::Base,
-    }
-}
-
-/// `defaultSensitivity`.
-pub fn sensitivity(s: voicebot_config::Sensitivity) -> Sensitivity {
-    match s {
-        voicebot_config::Sensitivity::Low => Sensitivity::Low,
-        voicebot_config::Sensitivity::Medium => Sensitivity::Medium,
-        voicebot_config::Sensitivity::High => Sensitivity::High,
     }
 }
 
@@ -57,6 +47,7 @@ pub fn agent_names(bot: &BotConfig) -> Vec<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::converse::relevance::Sensitivity;
 
     fn bot(patch: serde_json::Value) -> BotConfig {
         let mut v = serde_json::json!({
@@ -98,7 +89,7 @@ mod tests {
         let b =
             bot(serde_json::json!({"models": {"whisper": "base"}, "defaultSensitivity": "high"}));
         assert_eq!(whisper(b.models.whisper), WhisperModel::Base);
-        assert_eq!(sensitivity(b.default_sensitivity), Sensitivity::High);
+        assert_eq!(b.default_sensitivity, Sensitivity::High);
         assert_eq!(agent_names(&b), ["jarvis", "sage"]);
     }
 }

@@ -5,53 +5,9 @@ use std::time::Duration;
 
 use super::names::{NameMatch, NameMatcher};
 
-/// How readily the bot joins in.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Sensitivity {
-    /// Only when addressed by name (or solo / follow-up).
-    #[default]
-    Low,
-    /// Also when a classifier is confident the turn is meant for the bot.
-    Medium,
-    /// Also when the classifier thinks the bot could usefully answer.
-    High,
-}
-
-impl Sensitivity {
-    /// `low`, `medium` or `high`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Low => "low",
-            Self::Medium => "medium",
-            Self::High => "high",
-        }
-    }
-}
-
-impl std::str::FromStr for Sensitivity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "low" => Ok(Self::Low),
-            "medium" => Ok(Self::Medium),
-            "high" => Ok(Self::High),
-            other => Err(format!(
-                "unknown sensitivity {other:?} (low, medium or high)"
-            )),
-        }
-    }
-}
+/// How readily the bot joins in: the configuration's type (`defaultSensitivity`, Redis,
+/// `/sensitivity`, `--sensitivity` all share it).
+pub use voicebot_config::Sensitivity;
 
 /// Why a turn was or was not for the bot.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
