@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 use voicebot_discord_sim::{Guild, Simulator, User};
 use voicebot_shard::audio;
 use voicebot_shard::converse::room::RoomEvent;
+use voicebot_shard::discord::voice::GuildEvent;
 use voicebot_shard::eval::percentile;
 
 /// What the simulated users say (generated with espeak-ng): questions for the bot and chatter.
@@ -118,7 +119,7 @@ pub async fn drive(
     guilds: &[(u64, u64, Vec<User>)],
     clips: Arc<Vec<Clip>>,
     minutes: f64,
-    mut events: broadcast::Receiver<(u64, RoomEvent)>,
+    mut events: broadcast::Receiver<GuildEvent>,
 ) -> Value {
     // Warm-up, not counted: each guild's owner asks once and the answer comes (a new
     // conversation's first turn costs the gateway seconds).
@@ -128,8 +129,11 @@ pub async fn drive(
     let mut warm = std::collections::HashSet::new();
     let warm_until = Instant::now() + Duration::from_secs(120);
     while warm.len() < guilds.len() && Instant::now() < warm_until {
-        if let Ok(Ok((guild, RoomEvent::Turn(_)))) =
-            tokio::time::timeout(Duration::from_secs(1), events.recv()).await
+        if let Ok(Ok(GuildEvent {
+            guild,
+            event: RoomEvent::Turn(_),
+            ..
+        })) = tokio::time::timeout(Duration::from_secs(1), events.recv()).await
         {
             warm.insert(guild);
         }
@@ -240,12 +244,16 @@ impl Tally {
     /// Counts one room event; `false` when the broadcast closed.
     fn account(
         &mut self,
-        event: Result<(u64, RoomEvent), broadcast::error::RecvError>,
+        event: Result<GuildEvent, broadcast::error::RecvError>,
         sim: &Simulator,
         ends: &SpeechEnds,
     ) -> bool {
         match event {
-            Ok((guild, RoomEvent::Turn(t))) => {
+            Ok(GuildEvent {
+                guild,
+                event: RoomEvent::Turn(t),
+                ..
+            }) => {
                 self.turns += 1;
                 if t.reply.error.is_some() {
                     self.errors += 1;
@@ -266,7 +274,10 @@ impl Tally {
                 }
                 true
             }
-            Ok((_, RoomEvent::Dropped { reason, .. })) => {
+            Ok(GuildEvent {
+                event: RoomEvent::Dropped { reason, .. },
+                ..
+            }) => {
                 *self.dropped.entry(reason.label().to_string()).or_default() += 1;
                 true
             }

@@ -29,11 +29,12 @@ use voicebot_shard::audio;
 use voicebot_shard::converse::relevance::Sensitivity;
 use voicebot_shard::converse::room::{RoomEvent, TurnRecord};
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
-use voicebot_shard::discord::voice::{Brains, BrainsConfig};
+use voicebot_shard::discord::voice::GuildEvent;
 use voicebot_shard::eval::percentile;
 use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::models::WhisperModel;
 use voicebot_shard::openclaw::ClientConfig;
+use voicebot_shard::pod::brains::{Brains, BrainsConfig};
 use voicebot_shard::secret::Secret;
 use voicebot_shard::state::{FleetState, StateConfig};
 
@@ -222,7 +223,7 @@ async fn session(
     tls: Arc<TlsIdentity>,
     speech: Vec<f32>,
 ) -> anyhow::Result<()> {
-    let agents = voicebot_shard::settings::agent_names(&bot);
+    let agents = voicebot_shard::pod::settings::agent_names(&bot);
     let slash = agents[0].clone();
     let agent = args.agent.clone().unwrap_or_else(|| slash.clone());
     let started = Instant::now();
@@ -256,7 +257,7 @@ async fn session(
         Some(guilds) => load::add_guilds(&sim, guilds),
         None => sim.add_guild(Guild::new(GUILD, &owner, (VOICE_CHANNEL, "Lounge"), &[])),
     }
-    let (observer, mut turns) = broadcast::channel(4096);
+    let (room_events, mut turns) = broadcast::channel(4096);
     let tts_key = std::env::var(voicebot_config::env::TTS_API_KEY)
         .ok()
         .filter(|k| !k.is_empty())
@@ -267,7 +268,7 @@ async fn session(
             voicebot_config::env::TTS_API_KEY
         );
     }
-    let mut brains = Brains::load(BrainsConfig {
+    let brains = Brains::load(BrainsConfig {
         scope: "demo".into(),
         ..BrainsConfig::from_bot(&bot, args.models_dir.clone(), Some(gateway_config), tts_key)
     })
@@ -282,7 +283,6 @@ async fn session(
         .agent(&agent)
         .and_then(|a| a.persona.clone())
         .filter(|_| local.is_some());
-    brains.observer = Some(observer);
     let metrics = Arc::new(ShardMetrics::new());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = match &args.redis {
@@ -296,7 +296,8 @@ async fn session(
         state: state.clone(),
         api_proxy: Some(sim.http_proxy()),
         gateway_url: Some(sim.gateway_url()),
-        brains: Some(brains),
+        rooms: Some(Arc::new(brains)),
+        room_events,
         metrics: Some(metrics.clone()),
         ready: Some(ready.clone()),
         default_sensitivity: bot.default_sensitivity,
@@ -319,6 +320,7 @@ async fn session(
         ));
     }
     let (stop, shutdown) = watch::channel(false);
+    voicebot_shard::pod::observe(&config, metrics.clone());
     let shard = tokio::spawn(run(config, shutdown));
     sim.wait_for("the bot's slash commands", |e| {
         matches!(e, SimEvent::Commands { guild: Some(_), .. })
@@ -513,7 +515,7 @@ async fn command(
 }
 
 /// The turns of one utterance round: waits for the first, then until none has come for a while.
-async fn collect_turns(rx: &mut broadcast::Receiver<(u64, RoomEvent)>) -> Vec<TurnRecord> {
+async fn collect_turns(rx: &mut broadcast::Receiver<GuildEvent>) -> Vec<TurnRecord> {
     let mut out = Vec::new();
     let mut pending = 0usize;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -524,12 +526,21 @@ async fn collect_turns(rx: &mut broadcast::Receiver<(u64, RoomEvent)>) -> Vec<Tu
             Duration::from_secs(3)
         };
         match tokio::time::timeout(wait, rx.recv()).await {
-            Ok(Ok((_, RoomEvent::Heard { .. }))) => pending += 1,
-            Ok(Ok((_, RoomEvent::Turn(t)))) => {
+            Ok(Ok(GuildEvent {
+                event: RoomEvent::Heard { .. },
+                ..
+            })) => pending += 1,
+            Ok(Ok(GuildEvent {
+                event: RoomEvent::Turn(t),
+                ..
+            })) => {
                 pending = pending.saturating_sub(1);
                 out.push(*t);
             }
-            Ok(Ok((_, RoomEvent::Dropped { .. }))) => pending = pending.saturating_sub(1),
+            Ok(Ok(GuildEvent {
+                event: RoomEvent::Dropped { .. },
+                ..
+            })) => pending = pending.saturating_sub(1),
             Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
             Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return out,
         }
@@ -545,28 +556,14 @@ fn print_turn(
     redis_round_trips: Option<u64>,
 ) {
     if args.json {
-        let record = json!({
-            "speaker": t.speaker,
-            "transcript": t.utterance.transcript,
-            "addressed": t.reply.addressed,
-            "reason": t.reply.reason.label(),
-            "reply": t.reply.reply,
-            "error": t.reply.error,
-            "reply_audio": reply_audio.map(|p| p.display().to_string()),
-            "latency_ms": latency.map(|l| (l * 10.0).round() / 10.0),
-            "stages_ms": {
-                "listen": t.utterance.ready_ms.saturating_sub(t.utterance.end_ms),
-                "queued": t.queued_ms,
-                "relevance": t.reply.stages_ms.relevance,
-                "gateway_first_token": t.reply.stages_ms.gateway_first_token,
-                "tts_first_audio": t.reply.stages_ms.tts_first_audio,
-            },
-            "barged_in": t.barged_in,
-            "redis_round_trips": redis_round_trips,
-            "agent": agent,
-            "voice": voice,
-            "persona_sent": persona_sent,
-        });
+        // The room's record of the turn, plus what only the demo measures or knows.
+        let mut record = t.to_json();
+        record["latency_ms"] = json!(latency.map(|l| (l * 10.0).round() / 10.0));
+        record["reply_audio"] = json!(reply_audio.map(|p| p.display().to_string()));
+        record["redis_round_trips"] = json!(redis_round_trips);
+        record["agent"] = json!(agent);
+        record["voice"] = json!(voice);
+        record["persona_sent"] = json!(persona_sent);
         println!("{record}");
         return;
     }

@@ -9,6 +9,7 @@ use voicebot_shard::converse::classifier::GatewayClassifier;
 use voicebot_shard::converse::engine::Conversation;
 use voicebot_shard::converse::names::{CommonWords, NameMatcher, display_name};
 use voicebot_shard::converse::relevance::{Classifier, Relevance, RelevanceConfig};
+use voicebot_shard::converse::turn::TurnRecord;
 use voicebot_shard::listen::{Models, Utterance};
 use voicebot_shard::models::DEFAULT_PIPER_VOICE;
 use voicebot_shard::openclaw::device::FileStore;
@@ -100,44 +101,29 @@ impl Responder {
         u: &Utterance,
         json: bool,
     ) -> anyhow::Result<()> {
-        let reply = self.rt.block_on(self.conversation.respond(
+        let mut reply = self.rt.block_on(self.conversation.respond(
             &self.speaker,
             &u.transcript,
             u.end_ms,
         ));
-        if !reply.audio.is_empty() {
+        let audio = std::mem::take(&mut reply.audio);
+        if !audio.is_empty() {
             if !self.audio.is_empty() {
                 self.audio
                     .extend(std::iter::repeat_n(0.0, reply.sample_rate as usize / 2));
             }
             self.rate = reply.sample_rate;
-            self.audio.extend_from_slice(&reply.audio);
+            self.audio.extend_from_slice(&audio);
         }
+        let agent = self.conversation.agent().to_string();
+        let turn = TurnRecord::new(&self.speaker, &agent, u.clone(), reply, 0.0);
         // End of speech → first reply audio, less the gateway's first-token wait: the listener's
         // real-time latency (silence wait, Smart Turn, Whisper — overlapped when speculative),
         // relevance, and speech synthesis.
-        let overhead_ms = reply.first_audio_ms.map(|first| {
-            u.ready_ms.saturating_sub(u.end_ms) as f64 + first
-                - reply.stages_ms.gateway_first_token.unwrap_or(0.0)
-        });
+        let overhead_ms = turn.overhead_ms();
+        let reply = &turn.reply;
         if json {
-            let mut record = serde_json::to_value(u)?;
-            let stages = serde_json::to_value(reply.stages_ms)?;
-            if let (Some(r), Some(extra)) = (record.as_object_mut(), stages.as_object()) {
-                r.insert("addressed".into(), reply.addressed.into());
-                r.insert("reason".into(), serde_json::to_value(&reply.reason)?);
-                r.insert("reply".into(), reply.reply.clone().into());
-                if let Some(e) = &reply.error {
-                    r.insert("error".into(), e.clone().into());
-                }
-                r.insert("overhead_ms".into(), overhead_ms.into());
-                if let Some(s) = r.get_mut("stages_ms").and_then(|s| s.as_object_mut()) {
-                    for (k, v) in extra {
-                        s.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-            writeln!(out, "{record}")?;
+            writeln!(out, "{}", turn.to_pipeline_json())?;
         } else {
             writeln!(
                 out,
@@ -156,6 +142,7 @@ impl Responder {
                     (Some(text), None) => format!("\n    reply: {text:?}"),
                     _ => reply
                         .error
+                        .as_ref()
                         .map(|e| format!("\n    error: {e}"))
                         .unwrap_or_default(),
                 }

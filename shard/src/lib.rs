@@ -13,8 +13,8 @@ pub mod listen;
 pub mod metrics;
 pub mod models;
 pub mod openclaw;
+pub mod pod;
 pub mod secret;
-pub mod settings;
 pub mod speak;
 pub mod state;
 

@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use voicebot_config::BotConfig;
 use voicebot_shard::converse::relevance::{Reason, Sensitivity};
-use voicebot_shard::discord::voice::{Brains, BrainsConfig};
 use voicebot_shard::eval::word_error_rate;
+use voicebot_shard::pod::brains::{Brains, BrainsConfig};
+use voicebot_shard::pod::settings;
 use voicebot_shard::secret::Secret;
-use voicebot_shard::settings;
 
 /// A configuration as a user writes it in a VoiceBot's spec (the pod-level parts aside).
 fn bot(extra: serde_json::Value) -> BotConfig {

@@ -23,10 +23,11 @@ use voicebot_shard::converse::names::CommonWords;
 use voicebot_shard::converse::relevance::RelevanceConfig;
 use voicebot_shard::converse::room::{RoomConfig, RoomEvent, TurnRecord};
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
-use voicebot_shard::discord::voice::Brains;
+use voicebot_shard::discord::voice::GuildEvent;
 use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::openclaw::GatewayClient;
 use voicebot_shard::openclaw::device::MemoryStore;
+use voicebot_shard::pod::brains::Brains;
 use voicebot_shard::secret::Secret;
 
 use common::{silence, speak};
@@ -62,7 +63,7 @@ struct Bot {
     metrics: Arc<ShardMetrics>,
     /// The bot token (must never show in the metrics).
     token: String,
-    events: broadcast::Receiver<(u64, RoomEvent)>,
+    events: broadcast::Receiver<GuildEvent>,
     stop: watch::Sender<bool>,
     shard: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -86,7 +87,7 @@ impl Bot {
             let warm = voicebot_shard::openclaw::session_key(agent, "test", "warm");
             gateway::reply_to(&client, &warm, "warm up").await;
         }
-        let (observer, events) = broadcast::channel(256);
+        let (room_events, events) = broadcast::channel(256);
         let brains = Brains {
             pool: pool.clone(),
             vads: vads.clone(),
@@ -102,7 +103,6 @@ impl Bot {
             },
             common: CommonWords::built_in(),
             scope: format!("test-{}", fastrand::u32(..)),
-            observer: Some(observer),
             models: None,
         };
         let sim_config = SimConfig {
@@ -115,7 +115,8 @@ impl Bot {
         let config = DiscordConfig {
             api_proxy: Some(sim.http_proxy()),
             gateway_url: Some(sim.gateway_url()),
-            brains: Some(brains),
+            rooms: Some(Arc::new(brains)),
+            room_events,
             metrics: Some(metrics.clone()),
             ..DiscordConfig::new(
                 Secret::new(sim_config.token.clone()),
@@ -125,6 +126,7 @@ impl Bot {
             )
         };
         let (stop, shutdown) = watch::channel(false);
+        voicebot_shard::pod::observe(&config, metrics.clone());
         let shard = tokio::spawn(run(config, shutdown));
         let token = sim_config.token.clone();
         sim.wait_for_commands(GUILD).await.unwrap();
@@ -238,16 +240,16 @@ impl Bot {
 
 /// The next room event `pick` takes, up to 60 s.
 async fn next_in<T>(
-    events: &mut broadcast::Receiver<(u64, RoomEvent)>,
+    events: &mut broadcast::Receiver<GuildEvent>,
     pick: impl Fn(RoomEvent) -> Option<T>,
 ) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, events.recv()).await {
-            Ok(Ok((g, e))) => {
-                assert_eq!(g, GUILD);
-                if let Some(t) = pick(e) {
+            Ok(Ok(GuildEvent { guild, event, .. })) => {
+                assert_eq!(guild, GUILD);
+                if let Some(t) = pick(event) {
                     return t;
                 }
             }

@@ -13,10 +13,11 @@ use std::io::Cursor;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use voicebot_shard::audio::{self, ToPipelineRate};
+use voicebot_shard::discord::commands;
 use voicebot_shard::discord::plan::ShardPlan;
-use voicebot_shard::discord::{commands, config};
 use voicebot_shard::listen::{Listener, ListenerConfig};
 use voicebot_shard::openclaw::frames;
+use voicebot_shard::pod::config_file as config;
 
 /// Any JSON value, nested a few levels.
 fn json_value() -> impl Strategy<Value = Value> {

@@ -23,6 +23,11 @@ use voicebot_shard::listen::CommitReason;
 use voicebot_shard::openclaw::device::MemoryStore;
 use voicebot_shard::openclaw::{GatewayClient, session_key};
 
+/// The tests share one pod's engine pool (two workers), and the queue test saturates it on
+/// purpose: run concurrently, another test's turn would be dropped as `overloaded` — right for
+/// a pod, wrong for that test. So the tests that speak take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn room(config: RoomConfig, humans: usize, gateway: bool) -> Arc<Room> {
     let (pool, vads, voice) = common::engines();
     let id = format!("room-{}", fastrand::u64(..));
@@ -70,7 +75,10 @@ async fn room(config: RoomConfig, humans: usize, gateway: bool) -> Arc<Room> {
 }
 
 async fn say(room: &Room, speaker: &str, text: &str, voice: &str) {
-    let clip = [silence(200), speak(text, voice, 160), silence(1_200)].concat();
+    // Then 3 s of silence, as the voice connection sends for a speaker who went quiet: under
+    // load Smart Turn may find no engine free and the turn then ends by its maximum wait,
+    // which needs the audio to go on (1.2 s of trailing silence left such turns unfinished).
+    let clip = [silence(200), speak(text, voice, 160), silence(3_000)].concat();
     for frame in clip.chunks(320) {
         room.feed(speaker, frame).await.unwrap();
     }
@@ -119,6 +127,7 @@ fn turn_of(speaker: &str) -> impl FnMut(&RoomEvent) -> Option<TurnRecord> + '_ {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_human_who_starts_talking_stops_the_bot_and_the_run_is_aborted() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let room = room(RoomConfig::default(), 2, true).await;
     let mut events = room.subscribe();
     say(&room, "ann", "Jarvis, tell me a story.", "en-us").await;
@@ -164,6 +173,7 @@ async fn a_human_who_starts_talking_stops_the_bot_and_the_run_is_aborted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turns_beyond_the_queue_are_dropped_and_counted_and_nobody_is_stuck() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let config = RoomConfig {
         max_pending: 1,
         max_turn_age: Duration::from_secs(2),
@@ -225,6 +235,7 @@ async fn turns_beyond_the_queue_are_dropped_and_counted_and_nobody_is_stuck() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monologue_longer_than_the_maximum_turn_is_cut_into_bounded_turns() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let config = RoomConfig::default();
     let room = room(config, 1, false).await;
     let mut events = room.subscribe();

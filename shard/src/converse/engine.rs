@@ -149,6 +149,11 @@ impl Conversation {
         &self.agent
     }
 
+    /// The gateway session this conversation speaks in (`agent:<id>:discord:<guild>:<channel>`).
+    pub fn session_key(&self) -> &str {
+        &self.session_key
+    }
+
     /// Sample rate of the voice's audio (`None` without a voice).
     pub fn sample_rate(&self) -> Option<u32> {
         self.voice.as_ref().map(Voice::sample_rate)

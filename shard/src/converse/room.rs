@@ -27,6 +27,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::engine::{ActiveReply, Conversation, TurnReply};
+pub use super::turn::TurnRecord;
 use crate::listen::guard::Rejection;
 use crate::listen::vad::SileroVad;
 use crate::listen::{EnginePool, Listener, ListenerConfig, Models, Utterance};
@@ -102,41 +103,6 @@ impl DropReason {
             Self::TooManySpeakers => "too_many_speakers",
             Self::Listener(r) => r.label(),
         }
-    }
-}
-
-/// One turn the room handled.
-#[derive(Debug, Clone)]
-pub struct TurnRecord {
-    /// Who spoke.
-    pub speaker: String,
-    /// The agent that decided (and answered), by display name.
-    pub agent: String,
-    /// What the listener heard.
-    pub utterance: Utterance,
-    /// The decision and the reply (its audio went to the playout, not here).
-    pub reply: TurnReply,
-    /// Time the turn waited in the queue, ms.
-    pub queued_ms: f64,
-    /// When the first reply audio was queued for playout.
-    pub first_audio_at: Option<Instant>,
-    /// What the listeners heard of the reply (cut at a barge-in).
-    pub heard: String,
-    /// Whether a human cut the reply off.
-    pub barged_in: bool,
-    /// Whether the gateway confirmed the abort of the cut-off run.
-    pub gateway_aborted: bool,
-}
-
-impl TurnRecord {
-    /// End of speech → first reply audio queued for playout, ms: the listener's wait after the
-    /// speech, the queue, then relevance, the agent's first words and speech synthesis.
-    pub fn latency_ms(&self) -> Option<f64> {
-        let listen = self
-            .utterance
-            .ready_ms
-            .saturating_sub(self.utterance.end_ms) as f64;
-        Some(listen + self.queued_ms + self.reply.first_audio_ms?)
     }
 }
 
@@ -253,6 +219,9 @@ struct Inner {
     /// Whether reply audio is being produced or played (barge-in is armed).
     speaking: std::sync::atomic::AtomicBool,
     barge: watch::Sender<(u64, String)>,
+    /// The room's output side: bumped each time the playout is cut (a barge-in), so the voice
+    /// connection drops what its mixer buffered.
+    cut: watch::Sender<u64>,
     turns: mpsc::Sender<QueuedTurn>,
     events: broadcast::Sender<RoomEvent>,
     playout: Mutex<Playout>,
@@ -298,6 +267,15 @@ impl Inner {
         }
     }
 
+    /// Stops the reply's audio because `by` talked over it: the playout, then the voice
+    /// connection (through [`Room::barge_ins`]), then the observers. Returns what was heard.
+    fn cut_playout(&self, by: String) -> String {
+        let spoken = lock(&self.playout).stop();
+        self.cut.send_modify(|n| *n += 1);
+        self.emit(RoomEvent::BargeIn { speaker: by });
+        spoken.text
+    }
+
     fn heard(&self, speaker: &str, utterance: Utterance) {
         self.stats.turns.fetch_add(1, Ordering::Relaxed);
         self.emit(RoomEvent::Heard {
@@ -326,6 +304,7 @@ pub struct Room {
     speakers: Mutex<HashMap<String, mpsc::Sender<Vec<f32>>>>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     sample_rate: u32,
+    session: String,
 }
 
 impl Room {
@@ -338,6 +317,7 @@ impl Room {
         vads: VadSource,
     ) -> Self {
         let sample_rate = conversation.sample_rate().unwrap_or(48_000);
+        let session = conversation.session_key().to_string();
         let (turns_tx, turns_rx) = mpsc::channel(config.max_pending.max(1));
         let (barge, barge_rx) = watch::channel((0, String::new()));
         let inner = Arc::new(Inner {
@@ -346,6 +326,7 @@ impl Room {
             states: Mutex::new(HashMap::new()),
             speaking: false.into(),
             barge,
+            cut: watch::channel(0).0,
             turns: turns_tx,
             events: broadcast::channel(256).0,
             playout: Mutex::new(Playout::new((sample_rate / 50) as usize)),
@@ -366,12 +347,24 @@ impl Room {
             speakers: Mutex::new(HashMap::new()),
             tasks: Mutex::new(vec![worker.abort_handle()]),
             sample_rate,
+            session,
         }
     }
 
     /// Sample rate of [`Room::next_frame`]'s audio (the voice's).
     pub fn sample_rate(&self) -> u32 {
         self.sample_rate
+    }
+
+    /// The OpenClaw session key of the room's conversation.
+    pub fn session_key(&self) -> &str {
+        &self.session
+    }
+
+    /// Changes each time the bot's reply is cut off by a human: the voice connection stops
+    /// what it has buffered at once (the room's playout is already stopped).
+    pub fn barge_ins(&self) -> watch::Receiver<u64> {
+        self.inner.cut.subscribe()
     }
 
     /// Observes the room's events.
@@ -613,17 +606,13 @@ async fn reply_worker(
         };
         let started = Instant::now();
         let addressed = reply.addressed;
-        let mut record = TurnRecord {
-            speaker: turn.speaker.clone(),
-            agent: conversation.agent().to_string(),
-            utterance: turn.utterance,
+        let mut record = TurnRecord::new(
+            &turn.speaker,
+            conversation.agent(),
+            turn.utterance,
             reply,
             queued_ms,
-            first_audio_at: None,
-            heard: String::new(),
-            barged_in: false,
-            gateway_aborted: false,
-        };
+        );
         let active = match turn.recover {
             Some(run) => conversation.start_recovered(run),
             None => message.and_then(|m| conversation.start_reply(m)),
@@ -650,16 +639,7 @@ async fn reply_worker(
                 if played.error.is_some() {
                     inner.stats.reply_errors.fetch_add(1, Ordering::Relaxed);
                 }
-                let reply = &mut record.reply;
-                reply.first_audio_ms = record
-                    .first_audio_at
-                    .map(|t| t.duration_since(started).as_secs_f64() * 1e3);
-                reply.error = played.error;
-                reply.stages_ms = super::engine::ReplyStages {
-                    relevance: reply.stages_ms.relevance,
-                    ..played.stages
-                };
-                reply.reply = (!played.text.is_empty()).then_some(played.text);
+                record.played(started, played);
                 conversation.reply_heard(&turn.speaker, &record.heard, said_at, inner.clock_ms());
             }
         }
@@ -702,13 +682,10 @@ async fn play(
         }
     };
     if cut {
-        let spoken = lock(&inner.playout).stop();
         // Tell the voice connection now; aborting the run at the gateway takes a round trip.
-        inner.emit(RoomEvent::BargeIn {
-            speaker: barge.borrow().1.clone(),
-        });
+        let spoken = inner.cut_playout(barge.borrow().1.clone());
         let outcome = active.barge_in().await;
-        return barged(inner, record, spoken.text, outcome, barge);
+        return barged(inner, record, spoken, outcome, barge);
     }
     let outcome = active.finish().await;
     if !has_voice {
@@ -726,11 +703,8 @@ async fn play(
         tokio::select! {
             _ = tick.tick() => {}
             Ok(()) = barge.changed() => {
-                let spoken = lock(&inner.playout).stop();
-                inner.emit(RoomEvent::BargeIn {
-                    speaker: barge.borrow().1.clone(),
-                });
-                return barged(inner, record, spoken.text, outcome, barge);
+                let spoken = inner.cut_playout(barge.borrow().1.clone());
+                return barged(inner, record, spoken, outcome, barge);
             }
         }
     }
@@ -746,9 +720,7 @@ fn barged(
     let who = barge.borrow().1.clone();
     tracing::debug!(by = who, heard = heard.len(), "barge-in");
     inner.stats.barge_ins.fetch_add(1, Ordering::Relaxed);
-    record.heard = heard;
-    record.barged_in = true;
-    record.gateway_aborted = outcome.gateway_aborted;
+    record.cut_off(heard, outcome.gateway_aborted);
     inner.speaking.store(false, Ordering::Release);
     outcome
 }

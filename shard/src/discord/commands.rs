@@ -10,7 +10,7 @@ use twilight_model::application::interaction::application_command::{
 use twilight_model::application::interaction::{Interaction, InteractionData};
 use twilight_model::guild::Permissions;
 
-use crate::converse::relevance::Sensitivity;
+use crate::state::Sensitivity;
 
 /// A command a user ran.
 #[derive(Debug, Clone, PartialEq, Eq)]

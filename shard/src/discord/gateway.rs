@@ -26,14 +26,12 @@ use twilight_model::id::marker::ApplicationMarker;
 use super::commands::{self, CommandError};
 use super::guilds::{Guilds, VoiceAction};
 use super::plan::ShardPlan;
-use super::voice::{Brains, Voices};
-use crate::converse::relevance::Sensitivity;
-use crate::converse::room::RoomEvent;
+use super::voice::{GuildEvent, Rooms, Voices};
 use crate::lock;
 use crate::metrics::{Gauge, ShardMetrics};
 use crate::secret::Secret;
 use crate::state::queue::IdentifyQueue;
-use crate::state::{FleetState, Health, SavedRun, SavedSession, SavedVoice, Snapshot};
+use crate::state::{FleetState, Health, SavedRun, SavedSession, SavedVoice, Sensitivity, Snapshot};
 
 /// How the shard reaches Discord and what it offers.
 #[derive(Clone)]
@@ -54,9 +52,11 @@ pub struct DiscordConfig {
     pub gateway_url: Option<String>,
     /// The shards of this pod.
     pub plan: ShardPlan,
-    /// The conversation engines for voice (`None`: the bot joins and leaves channels but
-    /// neither listens nor speaks — command-only tests).
-    pub brains: Option<Brains>,
+    /// Where voice channels get their conversations (`None`: the bot joins and leaves
+    /// channels but neither listens nor speaks — command-only tests).
+    pub rooms: Option<Arc<dyn Rooms>>,
+    /// Every room's events go here (the pod's observers subscribe before the shards start).
+    pub room_events: tokio::sync::broadcast::Sender<GuildEvent>,
     /// Where the shard's metrics go (`None`: not kept).
     pub metrics: Option<Arc<ShardMetrics>>,
     /// Set once every shard of the plan has received READY (the pod's readiness).
@@ -88,7 +88,8 @@ impl DiscordConfig {
                 per_pod: 1,
                 ordinal: 0,
             },
-            brains: None,
+            rooms: None,
+            room_events: tokio::sync::broadcast::channel(1024).0,
             metrics: None,
             ready: None,
             state: FleetState::memory(),
@@ -144,31 +145,26 @@ impl Ctx {
     }
 
     fn shard_of(&self, guild: u64) -> u32 {
-        ((guild >> 22) % u64::from(self.config.plan.count.max(1))) as u32
+        self.config.plan.shard_of(guild)
     }
 
     /// The bot's user id is known: voice can start (once).
     fn start_voices(self: &Arc<Self>, bot: u64) {
         *lock(&self.bot_user) = Some(bot);
-        let Some(brains) = &self.config.brains else {
+        let Some(rooms) = &self.config.rooms else {
             return;
         };
         if self.voices.get().is_some() {
             return;
         }
         let voices = Arc::new(Voices::new(
-            brains.clone(),
+            rooms.clone(),
+            self.config.room_events.clone(),
             self.senders.clone(),
             self.config.plan.count,
             bot,
         ));
-        if self.voices.set(voices.clone()).is_err() {
-            return;
-        }
-        tokio::spawn(record_runs(voices.clone(), self.config.state.clone()));
-        if let Some(metrics) = self.config.metrics.clone() {
-            tokio::spawn(count_rooms(Arc::downgrade(self), voices, metrics));
-        }
+        let _ = self.voices.set(voices);
     }
 
     /// Mirrors a guild's settings (if it chose any) and voice states to the fleet state:
@@ -254,7 +250,7 @@ impl Ctx {
                     {
                         Ok(()) => {
                             if let Some(run) = pending {
-                                voices.recover(guild, &settings.agent, &run);
+                                voices.recover(guild, &run);
                             }
                         }
                         Err(e) => {
@@ -367,9 +363,8 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
     }
     let mut guilds = Guilds::new(default_agent, config.default_sensitivity);
     let mut guild_shards = HashMap::new();
-    let count = u64::from(config.plan.count.max(1));
     for (guild, settings) in snapshot.guilds {
-        guild_shards.insert(guild, ((guild >> 22) % count) as u32);
+        guild_shards.insert(guild, config.plan.shard_of(guild));
         guilds.restore(guild, settings);
     }
     for (guild, users) in snapshot.voice {
@@ -643,15 +638,9 @@ fn shard_ready(ctx: &Ctx, shard: u32) {
 /// A reply older than this when the pod restarts is not spoken again.
 const RECOVER_WITHIN_MS: u64 = 60_000;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The saved runs still worth speaking; the others are forgotten.
 fn recent_runs(state: &FleetState, runs: HashMap<u64, SavedRun>) -> HashMap<u64, SavedRun> {
-    let now = now_ms();
+    let now = crate::state::epoch_ms();
     runs.into_iter()
         .filter(|(guild, run)| {
             let recent = now.saturating_sub(run.started_ms) <= RECOVER_WITHIN_MS;
@@ -661,66 +650,6 @@ fn recent_runs(state: &FleetState, runs: HashMap<u64, SavedRun>) -> HashMap<u64,
             recent
         })
         .collect()
-}
-
-/// The run each guild's bot is speaking, mirrored to the fleet state (from the rooms' events,
-/// never from the audio path): recorded when it starts, cleared when its turn ends.
-async fn record_runs(voices: Arc<Voices>, state: FleetState) {
-    let mut rx = voices.subscribe();
-    drop(voices);
-    loop {
-        match rx.recv().await {
-            Ok((guild, RoomEvent::ReplyStarted { session, run })) => {
-                let run = SavedRun {
-                    session,
-                    run,
-                    started_ms: now_ms(),
-                };
-                state.save_run(guild, Some(&run));
-            }
-            Ok((guild, RoomEvent::Turn(t))) => {
-                state.save_run(guild, None);
-                tracing::info!(
-                    guild,
-                    agent = %t.agent,
-                    addressed = t.reply.addressed,
-                    reason = t.reply.reason.label(),
-                    latency_ms = t.latency_ms().map(|l| l.round() as u64),
-                    barged_in = t.barged_in,
-                    error = t.reply.error.as_deref(),
-                    "turn"
-                );
-                tracing::debug!(guild, heard = %t.utterance.transcript, said = %t.heard, "turn text");
-            }
-            Ok((guild, RoomEvent::Dropped { reason, .. })) => {
-                tracing::info!(guild, reason = reason.label(), "turn dropped");
-            }
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "the run recorder fell behind the rooms' events");
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-/// Room events → the metrics, labelled with the guild's shard and agent.
-async fn count_rooms(ctx: Weak<Ctx>, voices: Arc<Voices>, metrics: Arc<ShardMetrics>) {
-    let mut rx = voices.subscribe();
-    drop(voices);
-    loop {
-        match rx.recv().await {
-            Ok((guild, event)) => {
-                let Some(ctx) = ctx.upgrade() else { return };
-                let agent = lock(&ctx.guilds).settings(guild).agent;
-                metrics.observe(ctx.shard_of(guild), &agent, &event);
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "metrics fell behind the rooms' events");
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
 }
 
 /// The gauges, every 5 s: guilds, voice connections, speakers and queued turns per shard.

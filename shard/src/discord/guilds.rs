@@ -5,20 +5,11 @@
 
 use std::collections::HashMap;
 
-use crate::converse::relevance::Sensitivity;
+use crate::state::Sensitivity;
 
 use super::commands::SlashCommand;
 
-/// One guild's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuildSettings {
-    /// The agent that answers.
-    pub agent: String,
-    /// How readily it answers.
-    pub sensitivity: Sensitivity,
-    /// The voice channel the bot is in (or joining).
-    pub channel: Option<u64>,
-}
+pub use crate::state::GuildSettings;
 
 /// What the gateway loop must do after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

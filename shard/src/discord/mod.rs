@@ -3,7 +3,6 @@
 //! connection (twilight) and voice (songbird) build on these.
 
 pub mod commands;
-pub mod config;
 pub mod gateway;
 pub mod guilds;
 pub mod plan;

@@ -96,6 +96,16 @@ impl ShardPlan {
         let start = self.ordinal.saturating_mul(self.per_pod).min(self.count);
         start..start.saturating_add(self.per_pod).min(self.count)
     }
+
+    /// The shard that serves `guild` (Discord's rule: `(guild_id >> 22) % shard_count`).
+    pub fn shard_of(&self, guild: u64) -> u32 {
+        shard_of(guild, self.count)
+    }
+}
+
+/// The shard of `guild` among `count` shards.
+pub fn shard_of(guild: u64, count: u32) -> u32 {
+    ((guild >> 22) % u64::from(count.max(1))) as u32
 }
 
 /// The ordinal of a StatefulSet pod name (`name-<n>`); a plain host name has none.

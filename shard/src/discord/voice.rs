@@ -25,28 +25,33 @@ use songbird::events::{CoreEvent, Event, EventContext, EventHandler};
 use songbird::input::{Input, RawAdapter};
 use songbird::shards::{Shard as VoiceShard, TwilightMap};
 use songbird::{Call, Config};
-use tokio::sync::broadcast;
-
-use crate::converse::classifier::GatewayClassifier;
-use crate::converse::engine::Conversation;
-use crate::converse::names::{CommonWords, NameMatcher, display_name};
-use crate::converse::relevance::{Classifier, Relevance, RelevanceConfig, Sensitivity};
-use crate::converse::room::{Room, RoomConfig, RoomEvent, TurnRecord, VadSource};
-use crate::eval::percentile;
-use crate::listen::stt::SttConfig;
-use crate::listen::{EnginePool, Models, PoolConfig};
-use crate::lock;
-use crate::models::{ModelPaths, WhisperModel};
-use crate::openclaw::device::{CredentialStore, FileStore, MemoryStore};
-use crate::openclaw::{ClientConfig, GatewayClient, session_key};
-use crate::secret::Secret;
-use crate::speak::tts::Voice;
-use crate::speak::tts::http::{HttpTts, HttpTtsConfig};
-use crate::state::SavedRun;
-use anyhow::Context as _;
-use voicebot_config::{AgentConfig, BotConfig, TtsBackend, TtsConfig};
+use tokio::sync::{broadcast, watch};
 
 use super::guilds::Latencies;
+use super::plan::shard_of;
+use crate::converse::room::{Room, RoomEvent, TurnRecord};
+use crate::eval::percentile;
+use crate::lock;
+use crate::state::{SavedRun, Sensitivity};
+
+/// How the Discord side gets a conversation for a voice channel: the pod's engines behind a
+/// narrow handle (the pod's `Brains` in production, anything that makes a [`Room`] in tests).
+pub trait Rooms: Send + Sync {
+    /// A new room where `agent` answers in `guild` with `sensitivity`.
+    fn open(&self, guild: u64, agent: &str, sensitivity: Sensitivity) -> Room;
+}
+
+/// A room's event, tagged with the guild and the agent of the room (for the pod's observers:
+/// metrics, the run recorder, the demo, tests).
+#[derive(Debug, Clone)]
+pub struct GuildEvent {
+    /// The guild.
+    pub guild: u64,
+    /// The room's agent (its id, e.g. `jarvis`).
+    pub agent: String,
+    /// What happened.
+    pub event: RoomEvent,
+}
 
 /// A speaker who went quiet keeps getting silence for this long (the listener needs trailing
 /// silence to end the turn); after it, nothing is pushed for them.
@@ -55,279 +60,6 @@ const TRAILING_SILENCE: Duration = Duration::from_secs(3);
 const TRACK_IDLE_FRAMES: u32 = 10;
 /// Turns remembered for `/status`.
 const RECENT_TURNS: usize = 20;
-
-/// What every guild's conversation shares: the pod's engines, its voice and its gateway.
-#[derive(Clone)]
-pub struct Brains {
-    /// Smart Turn + Whisper workers.
-    pub pool: Arc<EnginePool<Models>>,
-    /// A VAD per speaker.
-    pub vads: VadSource,
-    /// Speech synthesis of agents without a voice of their own (`None`: the bot listens and
-    /// answers in text only — nothing is sent).
-    pub voice: Option<Voice>,
-    /// Each configured agent's names, persona and voice (from the VoiceBot's `agents`).
-    pub agents: HashMap<String, AgentProfile>,
-    /// The OpenClaw gateway (`None`: turns stop after relevance).
-    pub gateway: Option<GatewayClient>,
-    /// Room bounds.
-    pub room: RoomConfig,
-    /// Relevance settings (follow-up window, classifier thresholds and time budget).
-    pub relevance: RelevanceConfig,
-    /// Words that are never taken for the agent's name.
-    pub common: CommonWords,
-    /// The session scope (e.g. the VoiceBot's name) in OpenClaw session keys.
-    pub scope: String,
-    /// Receives every room's events, tagged with the guild (metrics, the demo, tests).
-    pub observer: Option<broadcast::Sender<(u64, RoomEvent)>>,
-    /// The model files loaded (`None` when built by hand): what `models.whisper` chose.
-    pub models: Option<ModelPaths>,
-}
-
-/// What the configuration says of one agent.
-#[derive(Clone, Default)]
-pub struct AgentProfile {
-    /// Names it answers to besides its own.
-    pub aliases: Vec<String>,
-    /// Sent with each of its turns.
-    pub persona: Option<String>,
-    /// Its voice (`None`: the pod's default voice).
-    pub voice: Option<Voice>,
-    /// The voice's name (a Piper voice or the endpoint's id), for logs and tests.
-    pub voice_name: String,
-}
-
-/// A credential store in a config (its `Debug` shows nothing of it).
-#[derive(Clone)]
-pub struct Credentials(pub Arc<dyn CredentialStore>);
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Credentials(***)")
-    }
-}
-
-/// How to load [`Brains`].
-#[derive(Debug, Clone)]
-pub struct BrainsConfig {
-    /// Where the models are (`None`: the usual places, see [`ModelPaths::locate`]).
-    pub models_dir: Option<std::path::PathBuf>,
-    /// The Whisper model.
-    pub whisper: WhisperModel,
-    /// Listening workers (each a Smart Turn session and a Whisper state; one model in memory).
-    pub workers: usize,
-    /// The OpenClaw gateway (`None`: no answers).
-    pub gateway: Option<ClientConfig>,
-    /// Where the gateway device identity is kept (`None`: in memory).
-    pub state_dir: Option<std::path::PathBuf>,
-    /// The device identity's store when it is not a directory (Redis: the fleet's identity);
-    /// takes precedence over `state_dir`.
-    pub credentials: Option<Credentials>,
-    /// Session scope.
-    pub scope: String,
-    /// The agents, with their aliases, personas and voices (empty: agents are known by name
-    /// only and speak with the default voice).
-    pub agents: Vec<AgentConfig>,
-    /// Speech synthesis: the backend, the default voice, the `http` endpoint.
-    pub tts: TtsConfig,
-    /// The `http` backend's API key (from `TTS_API_KEY`).
-    pub tts_api_key: Option<Secret>,
-    /// Listening (VAD, Smart Turn) and room bounds.
-    pub room: RoomConfig,
-}
-
-impl BrainsConfig {
-    /// The engines `bot` describes, with models from `models_dir` and the gateway `gateway`.
-    pub fn from_bot(
-        bot: &BotConfig,
-        models_dir: Option<std::path::PathBuf>,
-        gateway: Option<ClientConfig>,
-        tts_api_key: Option<Secret>,
-    ) -> Self {
-        Self {
-            models_dir,
-            whisper: crate::settings::whisper(bot.models.whisper),
-            workers: bot.limits.workers as usize,
-            gateway,
-            state_dir: None,
-            credentials: None,
-            scope: String::new(),
-            agents: bot.agents.clone(),
-            tts: bot.models.tts.clone(),
-            tts_api_key,
-            room: crate::settings::room(bot),
-        }
-    }
-}
-
-/// The voices the configuration names, loaded once each: the default voice, then each agent's.
-fn load_voices(
-    env: &ort::environment::Environment,
-    paths: &ModelPaths,
-    tts: &TtsConfig,
-    api_key: Option<&Secret>,
-    agents: &[AgentConfig],
-) -> anyhow::Result<(Voice, HashMap<String, AgentProfile>)> {
-    let mut loaded: HashMap<String, Voice> = HashMap::new();
-    let mut load = |name: &str| -> anyhow::Result<Voice> {
-        if let Some(v) = loaded.get(name) {
-            return Ok(v.clone());
-        }
-        let voice = match tts.backend {
-            TtsBackend::Piper => Voice::local(env, paths, name)?,
-            TtsBackend::Http => {
-                let url = tts
-                    .url
-                    .clone()
-                    .context("models.tts.url: backend http needs the endpoint's URL")?;
-                Voice::Http(Arc::new(
-                    HttpTts::new(HttpTtsConfig {
-                        base_url: url,
-                        api_key: api_key.cloned(),
-                        model: tts.model.clone(),
-                        voice: name.to_string(),
-                        timeout: Duration::from_secs(30),
-                    })
-                    .map_err(|e| anyhow::anyhow!("models.tts: {e}"))?,
-                ))
-            }
-        };
-        loaded.insert(name.to_string(), voice.clone());
-        Ok(voice)
-    };
-    let default = load(&tts.default_voice)?;
-    let mut profiles = HashMap::new();
-    for a in agents {
-        let voice_name = a.voice.clone().unwrap_or_else(|| tts.default_voice.clone());
-        let voice = load(&voice_name)?;
-        profiles.insert(
-            a.name.clone(),
-            AgentProfile {
-                aliases: a.aliases.clone(),
-                persona: a.persona.clone(),
-                voice: Some(voice),
-                voice_name,
-            },
-        );
-    }
-    Ok((default, profiles))
-}
-
-impl Brains {
-    /// Loads the models and the voice, and connects to the gateway (waits up to 30 s).
-    pub async fn load(config: BrainsConfig) -> anyhow::Result<Self> {
-        let BrainsConfig {
-            models_dir,
-            whisper,
-            workers,
-            gateway,
-            state_dir,
-            credentials,
-            scope,
-            agents,
-            tts,
-            tts_api_key,
-            room,
-        } = config;
-        let (pool, vads, voice, profiles, common, loaded) =
-            tokio::task::spawn_blocking(move || {
-                let paths = ModelPaths::locate(models_dir.as_deref(), whisper)?;
-                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-                let workers = workers.max(1);
-                let stt = SttConfig {
-                    threads: (cores / workers).max(1),
-                    ..SttConfig::default()
-                };
-                let vocabulary = paths.dir.join("ct2/whisper-tiny.en/vocabulary.txt");
-                let common = std::fs::read_to_string(&vocabulary)
-                    .map(|v| CommonWords::from_whisper_vocabulary(&v))
-                    .unwrap_or_else(|_| CommonWords::built_in());
-                tracing::info!(
-                    whisper = %paths.whisper.display(),
-                    workers,
-                    "loading the listening models"
-                );
-                let loaded = paths.clone();
-                let first = Models::load(paths, whisper, stt, 1)?;
-                let vads = VadSource::new(&first);
-                let (voice, profiles) = load_voices(
-                    &first.env,
-                    &first.paths,
-                    &tts,
-                    tts_api_key.as_ref(),
-                    &agents,
-                )?;
-                let mut all = vec![first];
-                for _ in 1..workers {
-                    let more = all[0].fork(1)?;
-                    all.push(more);
-                }
-                let pool = Arc::new(EnginePool::new(all, PoolConfig::default()));
-                anyhow::Ok((pool, vads, voice, profiles, common, loaded))
-            })
-            .await??;
-        let gateway = match gateway {
-            None => None,
-            Some(config) => {
-                let store: Arc<dyn CredentialStore> = match (credentials, state_dir) {
-                    (Some(c), _) => c.0,
-                    (None, Some(dir)) => Arc::new(FileStore::new(dir)),
-                    (None, None) => Arc::new(MemoryStore::new()?),
-                };
-                let client = GatewayClient::start(config, store);
-                client.wait_connected(Duration::from_secs(30)).await?;
-                Some(client)
-            }
-        };
-        Ok(Self {
-            pool,
-            vads,
-            voice: Some(voice),
-            agents: profiles,
-            gateway,
-            room,
-            relevance: RelevanceConfig::default(),
-            common,
-            scope,
-            observer: None,
-            models: Some(loaded),
-        })
-    }
-
-    /// The conversation of `agent` in `guild`: its names (aliases too), persona and voice.
-    pub fn conversation(&self, agent: &str, guild: u64, sensitivity: Sensitivity) -> Conversation {
-        let display = display_name(agent);
-        let profile = self.agents.get(agent);
-        let mut names = vec![display.as_str()];
-        if let Some(p) = profile {
-            names.extend(p.aliases.iter().map(String::as_str));
-        }
-        let relevance = Relevance::new(
-            agent,
-            NameMatcher::new(&names, self.common.clone()),
-            self.relevance,
-        );
-        let id = format!("guild-{guild}");
-        let mut c = Conversation::new(
-            display,
-            session_key(agent, &self.scope, &id),
-            relevance,
-            sensitivity,
-        );
-        if let Some(gw) = &self.gateway {
-            let classifier: Arc<dyn Classifier> =
-                Arc::new(GatewayClassifier::new(gw.clone(), id.clone()));
-            c = c.with_gateway(gw.clone(), Some(classifier));
-        }
-        let voice = profile
-            .and_then(|p| p.voice.clone())
-            .or_else(|| self.voice.clone());
-        if let Some(v) = voice {
-            c = c.with_voice(v);
-        }
-        c.with_persona(profile.and_then(|p| p.persona.clone()))
-    }
-}
 
 /// A guild's voice: its call, its room, and who is who.
 struct GuildVoice {
@@ -353,21 +85,27 @@ type CallUpdate = Box<dyn FnOnce(&mut Call) + Send>;
 
 /// The pod's voice connections.
 pub struct Voices {
-    brains: Brains,
+    rooms: Arc<dyn Rooms>,
     senders: Arc<TwilightMap>,
     shard_count: u32,
     bot: u64,
     config: Config,
     guilds: Mutex<HashMap<u64, GuildVoice>>,
-    events: broadcast::Sender<(u64, RoomEvent)>,
+    events: broadcast::Sender<GuildEvent>,
 }
 
 impl Voices {
     /// Voice for the shards in `senders` (keyed by shard id; `shard_count` in all) of bot user
-    /// `bot`. Must be called within the Tokio runtime that runs the calls: their mixers'
+    /// `bot`, its conversations from `rooms`, every room's events sent to `events`. Must be called within the Tokio runtime that runs the calls: their mixers'
     /// scheduler lives there (songbird's default one is process-wide and dies with the first
     /// runtime that used it).
-    pub fn new(brains: Brains, senders: Arc<TwilightMap>, shard_count: u32, bot: u64) -> Self {
+    pub fn new(
+        rooms: Arc<dyn Rooms>,
+        events: broadcast::Sender<GuildEvent>,
+        senders: Arc<TwilightMap>,
+        shard_count: u32,
+        bot: u64,
+    ) -> Self {
         let scheduler =
             songbird::driver::Scheduler::new(songbird::driver::SchedulerConfig::default());
         let config = Config::default()
@@ -383,16 +121,13 @@ impl Voices {
             bot,
             config,
             guilds: Mutex::new(HashMap::new()),
-            events: brains
-                .observer
-                .clone()
-                .unwrap_or_else(|| broadcast::channel(256).0),
-            brains,
+            events,
+            rooms,
         }
     }
 
     /// What happens in every guild's room (turns, barge-ins, drops), for metrics and tests.
-    pub fn subscribe(&self) -> broadcast::Receiver<(u64, RoomEvent)> {
+    pub fn subscribe(&self) -> broadcast::Receiver<GuildEvent> {
         self.events.subscribe()
     }
 
@@ -474,13 +209,9 @@ impl Voices {
         let guilds = lock(&self.guilds);
         let Some(g) = guilds.get(&guild) else { return };
         if agent != current_agent {
-            let room = Arc::new(Room::start(
-                self.brains.room,
-                self.brains.conversation(agent, guild, sensitivity),
-                self.brains.pool.clone(),
-                self.brains.vads.clone(),
-            ));
-            forward_events(&room, guild, &self.events, &g.recent);
+            let room = Arc::new(self.rooms.open(guild, agent, sensitivity));
+            // Ends with the room it forwards.
+            forward_events(&room, guild, agent, &self.events, &g.recent);
             *lock(&g.room) = room;
         } else {
             lock(&g.room).set_sensitivity(sensitivity);
@@ -489,21 +220,20 @@ impl Voices {
 
     /// Speaks a reply that a previous pod was speaking in `guild` when it stopped, if it belongs
     /// to the conversation the guild has now (same agent). Returns whether it was queued.
-    pub fn recover(&self, guild: u64, agent: &str, saved: &SavedRun) -> bool {
-        let expected = session_key(agent, &self.brains.scope, &format!("guild-{guild}"));
-        if expected != saved.session {
-            tracing::info!(
-                guild,
-                "the guild's agent changed since the run was recorded; not recovering it"
-            );
-            return false;
-        }
+    pub fn recover(&self, guild: u64, saved: &SavedRun) -> bool {
         let Some(room) = lock(&self.guilds)
             .get(&guild)
             .map(|g| lock(&g.room).clone())
         else {
             return false;
         };
+        if room.session_key() != saved.session {
+            tracing::info!(
+                guild,
+                "the guild's agent changed since the run was recorded; not recovering it"
+            );
+            return false;
+        }
         tracing::info!(guild, run = %saved.run, "speaking the reply the previous pod was speaking");
         room.recover(saved.run.clone())
     }
@@ -579,23 +309,17 @@ impl Voices {
             std::num::NonZeroU64::new(guild).ok_or_else(|| anyhow::anyhow!("guild id 0"))?;
         let bot = std::num::NonZeroU64::new(self.bot)
             .ok_or_else(|| anyhow::anyhow!("the bot's user id is not known yet"))?;
-        let shard = ((guild >> 22) % u64::from(self.shard_count)) as u32;
+        let shard = shard_of(guild, self.shard_count);
         let mut call = Call::from_config(
             guild_id,
             VoiceShard::Twilight(self.senders.clone(), shard),
             bot,
             self.config.clone(),
         );
-        let conversation = self.brains.conversation(agent, guild, sensitivity);
-        let room = Arc::new(Room::start(
-            self.brains.room,
-            conversation,
-            self.brains.pool.clone(),
-            self.brains.vads.clone(),
-        ));
+        let room = Arc::new(self.rooms.open(guild, agent, sensitivity));
         room.set_humans(humans.max(1));
         let recent = Arc::new(Mutex::new(Vec::new()));
-        let forward = forward_events(&room, guild, &self.events, &recent);
+        let forward = forward_events(&room, guild, agent, &self.events, &recent);
         let room = Arc::new(Mutex::new(room));
         let leaving = Arc::new(AtomicBool::new(false));
         let receiver = Arc::new(Receiver {
@@ -617,12 +341,7 @@ impl Voices {
             },
         );
         let call = Arc::new(tokio::sync::Mutex::new(call));
-        let playback = tokio::spawn(playback(
-            call.clone(),
-            room.clone(),
-            guild,
-            self.events.subscribe(),
-        ));
+        let playback = tokio::spawn(playback(call.clone(), room.clone()));
         Ok(GuildVoice {
             call,
             channel,
@@ -644,16 +363,18 @@ async fn connect(call: &tokio::sync::Mutex<Call>, channel: u64) -> anyhow::Resul
     }
 }
 
-/// Room events → the pod's stream, and the guild's recent latencies.
+/// Room events → the pod's stream, and the guild's recent latencies. Ends with the room.
 fn forward_events(
     room: &Room,
     guild: u64,
-    events: &broadcast::Sender<(u64, RoomEvent)>,
+    agent: &str,
+    events: &broadcast::Sender<GuildEvent>,
     recent: &Arc<Mutex<Vec<f64>>>,
 ) -> tokio::task::AbortHandle {
     let mut rx = room.subscribe();
     let events = events.clone();
     let recent = recent.clone();
+    let agent = agent.to_string();
     tokio::spawn(async move {
         loop {
             match rx.recv().await {
@@ -661,7 +382,11 @@ fn forward_events(
                     if let RoomEvent::Turn(t) = &e {
                         note_latency(&recent, t);
                     }
-                    let _ = events.send((guild, e));
+                    let _ = events.send(GuildEvent {
+                        guild,
+                        agent: agent.clone(),
+                        event: e,
+                    });
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -810,30 +535,30 @@ impl EventHandler for Rejoin {
     }
 }
 
-/// Starts a track whenever the room has something to say; stops it at once when a human
-/// talks over it (the mixer may have read ahead of real time, so stopping the room's playout
-/// alone would leave what it buffered to be heard).
-async fn playback(
-    call: Arc<tokio::sync::Mutex<Call>>,
-    room: Arc<Mutex<Arc<Room>>>,
-    guild: u64,
-    mut events: broadcast::Receiver<(u64, RoomEvent)>,
-) {
+/// Starts a track whenever the room has something to say; stops it at once when the room
+/// says a human talked over it (the room's own barge-in signal: the mixer may have read ahead
+/// of real time, so stopping the room's playout alone would leave what it buffered to be
+/// heard). A new room (the guild chose another agent) brings its own signal.
+async fn playback(call: Arc<tokio::sync::Mutex<Call>>, room: Arc<Mutex<Arc<Room>>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut active: Option<(Arc<AtomicBool>, Instant, songbird::tracks::TrackHandle)> = None;
+    let mut current = lock(&room).clone();
+    let mut barge_ins: watch::Receiver<u64> = current.barge_ins();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            e = events.recv() => {
-                if let Ok((g, RoomEvent::BargeIn { .. })) = e
-                    && g == guild
-                    && let Some((_, _, track)) = &active
-                {
+            Ok(()) = barge_ins.changed() => {
+                if let Some((_, _, track)) = &active {
                     let _ = track.stop();
                 }
                 continue;
             }
+        }
+        let now = lock(&room).clone();
+        if !Arc::ptr_eq(&now, &current) {
+            barge_ins = now.barge_ins();
+            current = now;
         }
         match &active {
             Some((playing, _, _)) if playing.load(Ordering::Acquire) => continue,
@@ -844,7 +569,6 @@ async fn playback(
             }
             _ => {}
         }
-        let current = lock(&room).clone();
         if !current.is_playing() {
             continue;
         }

@@ -114,6 +114,11 @@ impl DeviceIdentity {
     pub(crate) fn seed(&self) -> Secret {
         Secret::new(URL_SAFE_NO_PAD.encode(self.key.to_bytes()))
     }
+
+    /// The private seed itself (to keep the identity elsewhere, e.g. the fleet state).
+    pub(crate) fn seed_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -4,15 +4,23 @@
 //! are correlated by id, `chat` events are routed to the run that asked for them by run id, and
 //! the connection is re-established in the background with exponential backoff and jitter.
 //! See `frames` for the wire format and `device` for the signed device identity.
+//!
+//! By concern: `client` (the handle, settings, request correlation), `connection` (connect,
+//! handshake, frame pump), `reconnect` (the retry loop and its backoff), `run` (chat runs and
+//! their reply streams), `device` (the signed device identity), `frames` (the wire format),
+//! `error` (what can fail).
 
 mod client;
+mod connection;
 pub mod device;
+mod error;
 pub mod frames;
+mod reconnect;
+mod run;
 
-pub use client::{
-    ChatOptions, ClientConfig, ClientError, GatewayClient, ReplyEvent, ReplyStream, RunState,
-    Status, new_run_id,
-};
+pub use client::{ChatOptions, ClientConfig, GatewayClient, Status};
+pub use error::ClientError;
+pub use run::{ReplyEvent, ReplyStream, RunState, new_run_id};
 
 /// The session key of a conversation: `agent:<agent>:<surface>:<conversation>`.
 ///

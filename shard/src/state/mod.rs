@@ -1,6 +1,6 @@
 //! Fleet state in Redis: what makes a pod disposable.
 //!
-//! The pod keeps its state in memory (the [`Guilds`](crate::discord::guilds::Guilds), the
+//! The pod keeps its state in memory (the guilds' settings and voice states, the
 //! shards' sessions, the OpenClaw credentials) and mirrors it to Redis **behind** the work:
 //! a change is a map insert ([`FleetState::put_hash`], never an await), and one writer task
 //! sends the changed keys in one pipelined `MULTI` round trip. Nothing on the audio path
@@ -28,18 +28,28 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Notify;
 
-use crate::converse::relevance::Sensitivity;
-use crate::discord::guilds::GuildSettings;
 use crate::lock;
-use crate::openclaw::device::{CredentialStore, DeviceIdentity};
 use crate::secret::Secret;
+pub use voicebot_config::Sensitivity;
 
 /// How long a saved gateway session stays usable. Discord keeps a session resumable for a
 /// few minutes after its connection drops; an older one would only cost an INVALID_SESSION.
 pub const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
 
+/// The key of the fleet's OpenClaw device seed.
+const DEVICE_KEY: &str = "openclaw:device";
+/// The key of its device token.
+const DEVICE_TOKEN_KEY: &str = "openclaw:device-token";
+
 /// How long a run in flight is worth recovering after a restart.
 pub const RUN_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// Now, in ms since the epoch (the clock of saved records).
+pub fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Where the state lives.
 #[derive(Clone)]
@@ -67,6 +77,32 @@ pub fn redact(url: &str) -> String {
             format!("{scheme}://{host}")
         }
         None => "<redis url>".into(),
+    }
+}
+
+/// A guild's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuildSettings {
+    /// The agent that answers.
+    pub agent: String,
+    /// How readily it answers.
+    pub sensitivity: Sensitivity,
+    /// The voice channel the bot is in (or joining).
+    pub channel: Option<u64>,
+}
+
+/// The fleet's OpenClaw device as Redis keeps it: the identity's private seed and the device
+/// token the gateway issued. Both are secrets.
+pub struct StoredDevice {
+    /// The Ed25519 private seed.
+    pub seed: [u8; 32],
+    /// The device token, once the gateway issued one.
+    pub token: Option<Secret>,
+}
+
+impl std::fmt::Debug for StoredDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredDevice(***)")
     }
 }
 
@@ -472,55 +508,54 @@ impl FleetState {
         Ok(snapshot)
     }
 
-    /// The OpenClaw device credentials of the fleet, kept in Redis (one identity for every pod
-    /// of the bot: one pairing approval covers the fleet). The first pod creates the identity
-    /// (`SET NX`, so two pods starting together agree); the device token the gateway issues is
-    /// written behind. Both are secrets: never logged, never in an error.
-    pub async fn credentials(&self) -> Result<Arc<dyn CredentialStore>, StateError> {
+    /// The OpenClaw device of the fleet, kept in Redis (one identity for every pod of the bot:
+    /// one pairing approval covers the fleet). The first pod stores `fresh_seed` (`SET NX`, so
+    /// two pods starting together agree on one); every pod gets the stored one back, with the
+    /// device token if the gateway issued one. `None` without Redis. Both are secrets: never
+    /// logged, never in an error.
+    pub async fn device(&self, fresh_seed: &[u8; 32]) -> Result<Option<StoredDevice>, StateError> {
         let Some(mut conn) = self.conn() else {
-            return Ok(Arc::new(
-                crate::openclaw::device::MemoryStore::new()
-                    .map_err(|e| StateError::Unreachable(e.to_string()))?,
-            ));
+            return Ok(None);
         };
         let unreachable = |e: redis::RedisError| StateError::Unreachable(describe(&e));
-        let key = self.key("openclaw:device");
-        let fresh =
-            DeviceIdentity::generate().map_err(|e| StateError::Unreachable(e.to_string()))?;
+        let key = self.key(DEVICE_KEY);
         let _: Option<String> = redis::cmd("SET")
             .arg(&key)
-            .arg(fresh.seed().expose())
+            .arg(URL_SAFE_NO_PAD.encode(fresh_seed))
             .arg("NX")
             .query_async(&mut conn)
             .await
             .map_err(unreachable)?;
-        let (seed, token): (Option<String>, Option<String>) = redis::pipe()
+        let (stored, token): (Option<String>, Option<String>) = redis::pipe()
             .get(&key)
-            .get(self.key("openclaw:device-token"))
+            .get(self.key(DEVICE_TOKEN_KEY))
             .query_async(&mut conn)
             .await
             .map_err(unreachable)?;
         self.inner.stats.round_trips.fetch_add(2, Ordering::Relaxed);
-        let seed = seed
+        let seed = stored
+            .as_deref()
             .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| {
                 StateError::Unreachable(format!("{key} does not hold a 32-byte base64url seed"))
             })?;
-        let identity = DeviceIdentity::from_seed(&seed);
-        self.remember(key, Entry::Str(identity.seed().expose().to_string(), None));
+        self.remember(key, Entry::Str(URL_SAFE_NO_PAD.encode(seed), None));
         if let Some(t) = &token {
-            self.remember(
-                self.key("openclaw:device-token"),
-                Entry::Str(t.clone(), None),
-            );
+            self.remember(self.key(DEVICE_TOKEN_KEY), Entry::Str(t.clone(), None));
         }
-        tracing::info!(device_id = %identity.id(), "OpenClaw device identity from Redis");
-        Ok(Arc::new(RedisCredentials {
-            state: self.clone(),
+        Ok(Some(StoredDevice {
             seed,
-            token: Mutex::new(token.map(Secret::new)),
+            token: token.map(Secret::new),
         }))
+    }
+
+    /// Saves the device token the gateway issued (written behind, like every change).
+    pub fn save_device_token(&self, token: &Secret) {
+        self.set(
+            self.key(DEVICE_TOKEN_KEY),
+            Entry::Str(token.expose().to_string(), None),
+        );
     }
 
     /// Runs one command on Redis directly (the identify queue), counting the round trip.
@@ -694,32 +729,6 @@ async fn writer(state: FleetState) {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
-    }
-}
-
-/// OpenClaw credentials kept in Redis.
-struct RedisCredentials {
-    state: FleetState,
-    seed: [u8; 32],
-    token: Mutex<Option<Secret>>,
-}
-
-impl CredentialStore for RedisCredentials {
-    fn identity(&self) -> std::io::Result<DeviceIdentity> {
-        Ok(DeviceIdentity::from_seed(&self.seed))
-    }
-
-    fn device_token(&self) -> Option<Secret> {
-        lock(&self.token).clone()
-    }
-
-    fn save_device_token(&self, token: &Secret) -> std::io::Result<()> {
-        *lock(&self.token) = Some(token.clone());
-        self.state.set(
-            self.state.key("openclaw:device-token"),
-            Entry::Str(token.expose().to_string(), None),
-        );
-        Ok(())
     }
 }
 

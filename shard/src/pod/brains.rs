@@ -1,0 +1,307 @@
+//! The pod's engines: what every guild's conversation shares (the listening workers, the
+//! VAD source, the voices, the OpenClaw client), loaded once from the configuration, and the
+//! conversation each room gets ([`Brains`] is the [`Rooms`] that the Discord side opens rooms
+//! through).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use voicebot_config::{AgentConfig, BotConfig, TtsBackend, TtsConfig};
+
+use crate::converse::classifier::GatewayClassifier;
+use crate::converse::engine::Conversation;
+use crate::converse::names::{CommonWords, NameMatcher, display_name};
+use crate::converse::relevance::{Classifier, Relevance, RelevanceConfig, Sensitivity};
+use crate::converse::room::{Room, RoomConfig, VadSource};
+use crate::discord::voice::Rooms;
+use crate::listen::stt::SttConfig;
+use crate::listen::{EnginePool, Models, PoolConfig};
+use crate::models::{ModelPaths, WhisperModel};
+use crate::openclaw::device::{CredentialStore, FileStore, MemoryStore};
+use crate::openclaw::{ClientConfig, GatewayClient, session_key};
+use crate::secret::Secret;
+use crate::speak::tts::Voice;
+use crate::speak::tts::http::{HttpTts, HttpTtsConfig};
+
+/// What every guild's conversation shares: the pod's engines, its voice and its gateway.
+#[derive(Clone)]
+pub struct Brains {
+    /// Smart Turn + Whisper workers.
+    pub pool: Arc<EnginePool<Models>>,
+    /// A VAD per speaker.
+    pub vads: VadSource,
+    /// Speech synthesis of agents without a voice of their own (`None`: the bot listens and
+    /// answers in text only — nothing is sent).
+    pub voice: Option<Voice>,
+    /// Each configured agent's names, persona and voice (from the VoiceBot's `agents`).
+    pub agents: HashMap<String, AgentProfile>,
+    /// The OpenClaw gateway (`None`: turns stop after relevance).
+    pub gateway: Option<GatewayClient>,
+    /// Room bounds.
+    pub room: RoomConfig,
+    /// Relevance settings (follow-up window, classifier thresholds and time budget).
+    pub relevance: RelevanceConfig,
+    /// Words that are never taken for the agent's name.
+    pub common: CommonWords,
+    /// The session scope (e.g. the VoiceBot's name) in OpenClaw session keys.
+    pub scope: String,
+    /// The model files loaded (`None` when built by hand): what `models.whisper` chose.
+    pub models: Option<ModelPaths>,
+}
+
+/// What the configuration says of one agent.
+#[derive(Clone, Default)]
+pub struct AgentProfile {
+    /// Names it answers to besides its own.
+    pub aliases: Vec<String>,
+    /// Sent with each of its turns.
+    pub persona: Option<String>,
+    /// Its voice (`None`: the pod's default voice).
+    pub voice: Option<Voice>,
+    /// The voice's name (a Piper voice or the endpoint's id), for logs and tests.
+    pub voice_name: String,
+}
+
+/// A credential store in a config (its `Debug` shows nothing of it).
+#[derive(Clone)]
+pub struct Credentials(pub Arc<dyn CredentialStore>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(***)")
+    }
+}
+
+/// How to load [`Brains`].
+#[derive(Debug, Clone)]
+pub struct BrainsConfig {
+    /// Where the models are (`None`: the usual places, see [`ModelPaths::locate`]).
+    pub models_dir: Option<std::path::PathBuf>,
+    /// The Whisper model.
+    pub whisper: WhisperModel,
+    /// Listening workers (each a Smart Turn session and a Whisper state; one model in memory).
+    pub workers: usize,
+    /// The OpenClaw gateway (`None`: no answers).
+    pub gateway: Option<ClientConfig>,
+    /// Where the gateway device identity is kept (`None`: in memory).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// The device identity's store when it is not a directory (Redis: the fleet's identity);
+    /// takes precedence over `state_dir`.
+    pub credentials: Option<Credentials>,
+    /// Session scope.
+    pub scope: String,
+    /// The agents, with their aliases, personas and voices (empty: agents are known by name
+    /// only and speak with the default voice).
+    pub agents: Vec<AgentConfig>,
+    /// Speech synthesis: the backend, the default voice, the `http` endpoint.
+    pub tts: TtsConfig,
+    /// The `http` backend's API key (from `TTS_API_KEY`).
+    pub tts_api_key: Option<Secret>,
+    /// Listening (VAD, Smart Turn) and room bounds.
+    pub room: RoomConfig,
+}
+
+impl BrainsConfig {
+    /// The engines `bot` describes, with models from `models_dir` and the gateway `gateway`.
+    pub fn from_bot(
+        bot: &BotConfig,
+        models_dir: Option<std::path::PathBuf>,
+        gateway: Option<ClientConfig>,
+        tts_api_key: Option<Secret>,
+    ) -> Self {
+        Self {
+            models_dir,
+            whisper: super::settings::whisper(bot.models.whisper),
+            workers: bot.limits.workers as usize,
+            gateway,
+            state_dir: None,
+            credentials: None,
+            scope: String::new(),
+            agents: bot.agents.clone(),
+            tts: bot.models.tts.clone(),
+            tts_api_key,
+            room: super::settings::room(bot),
+        }
+    }
+}
+
+/// The voices the configuration names, loaded once each: the default voice, then each agent's.
+fn load_voices(
+    env: &ort::environment::Environment,
+    paths: &ModelPaths,
+    tts: &TtsConfig,
+    api_key: Option<&Secret>,
+    agents: &[AgentConfig],
+) -> anyhow::Result<(Voice, HashMap<String, AgentProfile>)> {
+    let mut loaded: HashMap<String, Voice> = HashMap::new();
+    let mut load = |name: &str| -> anyhow::Result<Voice> {
+        if let Some(v) = loaded.get(name) {
+            return Ok(v.clone());
+        }
+        let voice = match tts.backend {
+            TtsBackend::Piper => Voice::local(env, paths, name)?,
+            TtsBackend::Http => {
+                let url = tts
+                    .url
+                    .clone()
+                    .context("models.tts.url: backend http needs the endpoint's URL")?;
+                Voice::Http(Arc::new(
+                    HttpTts::new(HttpTtsConfig {
+                        base_url: url,
+                        api_key: api_key.cloned(),
+                        model: tts.model.clone(),
+                        voice: name.to_string(),
+                        timeout: Duration::from_secs(30),
+                    })
+                    .map_err(|e| anyhow::anyhow!("models.tts: {e}"))?,
+                ))
+            }
+        };
+        loaded.insert(name.to_string(), voice.clone());
+        Ok(voice)
+    };
+    let default = load(&tts.default_voice)?;
+    let mut profiles = HashMap::new();
+    for a in agents {
+        let voice_name = a.voice.clone().unwrap_or_else(|| tts.default_voice.clone());
+        let voice = load(&voice_name)?;
+        profiles.insert(
+            a.name.clone(),
+            AgentProfile {
+                aliases: a.aliases.clone(),
+                persona: a.persona.clone(),
+                voice: Some(voice),
+                voice_name,
+            },
+        );
+    }
+    Ok((default, profiles))
+}
+
+impl Brains {
+    /// Loads the models and the voice, and connects to the gateway (waits up to 30 s).
+    pub async fn load(config: BrainsConfig) -> anyhow::Result<Self> {
+        let BrainsConfig {
+            models_dir,
+            whisper,
+            workers,
+            gateway,
+            state_dir,
+            credentials,
+            scope,
+            agents,
+            tts,
+            tts_api_key,
+            room,
+        } = config;
+        let (pool, vads, voice, profiles, common, loaded) =
+            tokio::task::spawn_blocking(move || {
+                let paths = ModelPaths::locate(models_dir.as_deref(), whisper)?;
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let workers = workers.max(1);
+                let stt = SttConfig {
+                    threads: (cores / workers).max(1),
+                    ..SttConfig::default()
+                };
+                let vocabulary = paths.dir.join("ct2/whisper-tiny.en/vocabulary.txt");
+                let common = std::fs::read_to_string(&vocabulary)
+                    .map(|v| CommonWords::from_whisper_vocabulary(&v))
+                    .unwrap_or_else(|_| CommonWords::built_in());
+                tracing::info!(
+                    whisper = %paths.whisper.display(),
+                    workers,
+                    "loading the listening models"
+                );
+                let loaded = paths.clone();
+                let first = Models::load(paths, whisper, stt, 1)?;
+                let vads = VadSource::new(&first);
+                let (voice, profiles) = load_voices(
+                    &first.env,
+                    &first.paths,
+                    &tts,
+                    tts_api_key.as_ref(),
+                    &agents,
+                )?;
+                let mut all = vec![first];
+                for _ in 1..workers {
+                    let more = all[0].fork(1)?;
+                    all.push(more);
+                }
+                let pool = Arc::new(EnginePool::new(all, PoolConfig::default()));
+                anyhow::Ok((pool, vads, voice, profiles, common, loaded))
+            })
+            .await??;
+        let gateway = match gateway {
+            None => None,
+            Some(config) => {
+                let store: Arc<dyn CredentialStore> = match (credentials, state_dir) {
+                    (Some(c), _) => c.0,
+                    (None, Some(dir)) => Arc::new(FileStore::new(dir)),
+                    (None, None) => Arc::new(MemoryStore::new()?),
+                };
+                let client = GatewayClient::start(config, store);
+                client.wait_connected(Duration::from_secs(30)).await?;
+                Some(client)
+            }
+        };
+        Ok(Self {
+            pool,
+            vads,
+            voice: Some(voice),
+            agents: profiles,
+            gateway,
+            room,
+            relevance: RelevanceConfig::default(),
+            common,
+            scope,
+            models: Some(loaded),
+        })
+    }
+
+    /// The conversation of `agent` in `guild`: its names (aliases too), persona and voice.
+    pub fn conversation(&self, agent: &str, guild: u64, sensitivity: Sensitivity) -> Conversation {
+        let display = display_name(agent);
+        let profile = self.agents.get(agent);
+        let mut names = vec![display.as_str()];
+        if let Some(p) = profile {
+            names.extend(p.aliases.iter().map(String::as_str));
+        }
+        let relevance = Relevance::new(
+            agent,
+            NameMatcher::new(&names, self.common.clone()),
+            self.relevance,
+        );
+        let id = format!("guild-{guild}");
+        let mut c = Conversation::new(
+            display,
+            session_key(agent, &self.scope, &id),
+            relevance,
+            sensitivity,
+        );
+        if let Some(gw) = &self.gateway {
+            let classifier: Arc<dyn Classifier> =
+                Arc::new(GatewayClassifier::new(gw.clone(), id.clone()));
+            c = c.with_gateway(gw.clone(), Some(classifier));
+        }
+        let voice = profile
+            .and_then(|p| p.voice.clone())
+            .or_else(|| self.voice.clone());
+        if let Some(v) = voice {
+            c = c.with_voice(v);
+        }
+        c.with_persona(profile.and_then(|p| p.persona.clone()))
+    }
+}
+
+impl Rooms for Brains {
+    fn open(&self, guild: u64, agent: &str, sensitivity: Sensitivity) -> Room {
+        Room::start(
+            self.room,
+            self.conversation(agent, guild, sensitivity),
+            self.pool.clone(),
+            self.vads.clone(),
+        )
+    }
+}
