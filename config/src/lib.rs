@@ -27,6 +27,8 @@ pub mod env {
     pub const REDIS_URL: &str = "REDIS_URL";
     /// The speech endpoint's API key (`models.tts.apiKeySecret`).
     pub const TTS_API_KEY: &str = "TTS_API_KEY";
+    /// The key that seals the secrets kept in Redis (`redis.sealKeySecret`).
+    pub const STATE_KEY: &str = "VOICEBOT_STATE_KEY";
 }
 
 /// Piper voices that `scripts/setup.sh` and the image provision (`models/manifest.tsv` has a
@@ -296,6 +298,10 @@ pub struct RedisConfig {
     /// A Secret key holding the whole URL (takes precedence over `url`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_secret: Option<SecretKeyRef>,
+    /// A Secret key holding the key that seals the secrets the pods keep in Redis (the
+    /// OpenClaw device identity and token): Redis is not trusted with them in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_key_secret: Option<SecretKeyRef>,
 }
 
 /// The OpenClaw gateway.

@@ -224,6 +224,15 @@ pub const FIELDS: &[Field] = &[
         tests: &[APISERVER, POD_START],
     },
     Field {
+        path: "redis.sealKeySecret",
+        effect: "`VOICEBOT_STATE_KEY` from the Secret: the OpenClaw device identity and token are sealed (ChaCha20-Poly1305) in Redis; the pod refuses to start without it",
+        tests: &[
+            RENDER_POD,
+            POD_START,
+            "shard/tests/fleet_state.rs::the_device_identity_is_sealed_at_rest",
+        ],
+    },
+    Field {
         path: "gateway.url",
         effect: "the OpenClaw gateway the pod dials",
         tests: &[POD_START],

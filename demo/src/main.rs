@@ -289,6 +289,10 @@ async fn session(
         Some(url) => FleetState::connect(&StateConfig {
             url: Secret::new(url.trim()),
             prefix: args.redis_prefix.clone(),
+            seal_key: std::env::var("VOICEBOT_STATE_KEY")
+                .ok()
+                .filter(|k| !k.trim().is_empty())
+                .map(Secret::new),
         })?,
         None => FleetState::memory(),
     };

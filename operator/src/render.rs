@@ -209,6 +209,9 @@ pub fn stateful_set(vb: &VoiceBot, sharding: Sharding, replicas: u32) -> Statefu
     if let Some(key) = &config.models.tts.api_key_secret {
         env.push(secret_env(secret_vars::TTS_API_KEY, key));
     }
+    if let Some(key) = &config.redis.seal_key_secret {
+        env.push(secret_env(secret_vars::STATE_KEY, key));
+    }
 
     let mut limits = BTreeMap::new();
     let mut requests = BTreeMap::new();
@@ -717,6 +720,8 @@ mod tests {
             "metrics": {"port": 9400, "serviceMonitor": false},
             "models": {"tts": {"backend": "http", "url": "http://tts:8000/v1",
                                "apiKeySecret": {"name": "tts", "key": "apiKey"}}},
+            "redis": {"urlSecret": {"name": "redis", "key": "url"},
+                      "sealKeySecret": {"name": "voicebot-state", "key": "key"}},
         }));
         let pod = pod_of(&vb);
         let c = &pod.containers[0];
@@ -742,6 +747,16 @@ mod tests {
         let key = env["TTS_API_KEY"].value_from.as_ref().unwrap();
         let key = key.secret_key_ref.as_ref().unwrap();
         assert_eq!((key.name.as_str(), key.key.as_str()), ("tts", "apiKey"));
+        let seal = env["VOICEBOT_STATE_KEY"].value_from.as_ref().unwrap();
+        let seal = seal.secret_key_ref.as_ref().unwrap();
+        assert_eq!(
+            (seal.name.as_str(), seal.key.as_str()),
+            ("voicebot-state", "key")
+        );
+        assert!(
+            env["VOICEBOT_STATE_KEY"].value.is_none(),
+            "the key travels by reference only"
+        );
         assert_eq!(service(&vb).spec.unwrap().ports.unwrap()[0].port, 9400);
         // The endpoint and the model are configuration, in the ConfigMap the shard parses.
         let text = config_map(&vb).data.unwrap()["voicebot.json"].clone();

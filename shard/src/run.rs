@@ -4,7 +4,8 @@
 //! METRICS_ADDR. SIGTERM or Ctrl-C closes the shards with a resumable code.
 //!
 //! For the simulator (tests, the demo) DISCORD_API_PROXY (`host:port`, plain HTTP) and
-//! DISCORD_GATEWAY_URL (`ws://host:port`) replace Discord's addresses.
+//! DISCORD_GATEWAY_URL (`ws://host:port`) replace Discord's addresses. VOICEBOT_STATE_KEY (from a
+//! Secret) seals the secrets the pod keeps in Redis.
 
 use anyhow::Context as _;
 use clap::Args;
@@ -63,6 +64,11 @@ pub struct RunArgs {
         default_value = "voicebot:local:bot:"
     )]
     redis_prefix: String,
+    /// Domains a gateway resume URL saved in fleet state may point at, comma-separated (each
+    /// with its subdomains, wss:// only; DISCORD_GATEWAY_URL is always allowed). Default:
+    /// Discord's (discord.gg). Redis is not trusted with the bot token.
+    #[arg(long, env = "DISCORD_GATEWAY_HOSTS", value_delimiter = ',')]
+    gateway_hosts: Vec<String>,
     /// One IDENTIFY per max_concurrency bucket per this many ms (Discord's rule is 5000).
     #[arg(long, env = "VOICEBOT_IDENTIFY_INTERVAL_MS", default_value_t = 5000)]
     identify_interval_ms: u64,
@@ -87,6 +93,7 @@ pub fn run_shard(args: &RunArgs) -> anyhow::Result<()> {
             application_id,
             api_proxy: std::env::var("DISCORD_API_PROXY").ok(),
             gateway_url: std::env::var("DISCORD_GATEWAY_URL").ok(),
+            gateway_hosts: args.gateway_hosts.clone(),
         },
         plan: ShardPlan::from_env()?,
         pod: std::env::var("POD_NAME")

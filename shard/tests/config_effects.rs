@@ -425,17 +425,37 @@ async fn the_pod_takes_redis_and_the_gateway_from_the_config_and_refuses_missing
         "{err}"
     );
 
+    // redis.sealKeySecret likewise.
+    let mut sealed = base.clone();
+    sealed["redis"]["sealKeySecret"] = serde_json::json!({"name": "voicebot-state", "key": "key"});
+    let out = pod(&sealed, &[("REDIS_URL", "redis://127.0.0.1:1")])
+        .arg("--no-voice")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("redis.sealKeySecret"),
+        "{err}"
+    );
+
     // With the Secret's URL in REDIS_URL, the pod keeps the fleet's device identity in that
-    // Redis, and dials the gateway at `gateway.url` (here: a listener of the test's).
+    // Redis, sealed with the key of VOICEBOT_STATE_KEY, and dials the gateway at
+    // `gateway.url` (here: a listener of the test's).
     let redis = common::fleet::Redis::start();
     let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = base.clone();
+    let mut config = sealed.clone();
     config["gateway"]["url"] = format!("ws://{}", gateway.local_addr().unwrap()).into();
     let log = common::scratch().join("pod-config.log");
-    let mut child = pod(&config, &[("REDIS_URL", redis.url().as_str())])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = pod(
+        &config,
+        &[
+            ("REDIS_URL", redis.url().as_str()),
+            ("VOICEBOT_STATE_KEY", "the-state-key"),
+        ],
+    )
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
     let accepted = tokio::time::timeout(std::time::Duration::from_secs(90), gateway.accept()).await;
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
     let (mut stream, _) = accepted
@@ -472,10 +492,17 @@ async fn the_pod_takes_redis_and_the_gateway_from_the_config_and_refuses_missing
         .await
         .unwrap();
     assert!(
-        device.is_some(),
-        "no device identity in the configured Redis\n{logs}"
+        device
+            .as_deref()
+            .is_some_and(|d| d.starts_with("sealed:v1:")),
+        "no sealed device identity in the configured Redis ({device:?})\n{logs}"
     );
-    for secret in ["gw-token", "test-token", common::fleet::PASSWORD] {
+    for secret in [
+        "gw-token",
+        "test-token",
+        common::fleet::PASSWORD,
+        "the-state-key",
+    ] {
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
 }

@@ -370,3 +370,159 @@ async fn a_pod_started_while_redis_is_down_serves_and_writes_back_later() {
     assert!(logs.contains("fleet state not loaded"), "{logs}");
     assert_no_secrets(&logs);
 }
+
+/// Redis is shared infrastructure, not trusted with the bot token: a resume URL someone
+/// planted there is not followed. The replacement pod resumes the same session through the
+/// gateway it was configured with, the planted host sees no connection at all, and the log
+/// says why (naming the host, not the token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_url_planted_in_redis_is_not_followed() {
+    let redis = Redis::start();
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let ann = User::new(1_500_000_000_000_000_001, "Ann", false);
+    sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
+    let dir = scratch("planted");
+    let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
+    sim.wait_for_commands(GUILD).await.unwrap();
+    let session = redis
+        .wait_hash("shard:1:0:session", |h| h.contains_key("resume_url"))
+        .await;
+    assert_no_secrets(&pod.kill());
+
+    // The attacker's host: counts every connection it gets.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let trap_addr = trap.local_addr().unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        loop {
+            match trap.accept() {
+                Ok(_) => {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let planted = format!("ws://{trap_addr}");
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{}shard:1:0:session", common::fleet::PREFIX))
+        .arg("resume_url")
+        .arg(&planted)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let mark = sim.history().len();
+    let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
+    sim.wait_for_since(mark, Duration::from_secs(30), "a RESUME through the simulator", |e| {
+        matches!(e, SimEvent::Resume { session_id, accepted: true, .. } if *session_id == session["id"])
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let logs = pod.stop().await;
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the bot connected to the planted host: {logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("ignoring the saved resume URL")
+                && l.contains(&trap_addr.to_string())),
+        "the log does not say why: {logs}"
+    );
+    assert_no_secrets(&logs);
+    // The session saved again no longer points at the planted host.
+    let saved = redis
+        .wait_hash("shard:1:0:session", |h| h.contains_key("id"))
+        .await;
+    assert_ne!(saved.get("resume_url"), Some(&planted), "{saved:?}");
+}
+
+/// The fleet's OpenClaw device is sealed in Redis with the state key: Redis holds neither
+/// the seed nor the token in clear, another key cannot open them (nor plant its own), and an
+/// unsealed identity an older pod left is sealed in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_identity_is_sealed_at_rest() {
+    use base64::Engine as _;
+    use voicebot_shard::secret::Secret;
+    use voicebot_shard::state::{FleetState, StateConfig, StateError};
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let redis = Redis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let reader = conn.clone();
+    let raw = |key: &'static str| {
+        let mut conn = reader.clone();
+        async move {
+            let v: Option<String> = redis::cmd("GET")
+                .arg(format!("{}{key}", common::fleet::PREFIX))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            v.unwrap_or_default()
+        }
+    };
+    let state = |key: Option<&str>| {
+        FleetState::connect(&StateConfig {
+            url: Secret::new(redis.url()),
+            prefix: common::fleet::PREFIX.into(),
+            seal_key: key.map(Secret::new),
+        })
+        .unwrap()
+    };
+
+    let seed = [7u8; 32];
+    let pod = state(Some("state-key-1"));
+    let device = pod.device(&seed).await.unwrap().unwrap();
+    assert_eq!(device.seed, seed);
+    assert!(device.token.is_none());
+    pod.save_device_token(&Secret::new("the-device-token"));
+    assert!(pod.flush(Duration::from_secs(3)).await);
+    let stored = raw("openclaw:device").await;
+    let token = raw("openclaw:device-token").await;
+    assert!(stored.starts_with("sealed:v1:"), "{stored}");
+    assert!(token.starts_with("sealed:v1:"), "{token}");
+    assert!(!stored.contains(&b64(&seed)) && !token.contains("the-device-token"));
+
+    // Another pod with the key gets the same identity and token back; a fresh seed is ignored.
+    let again = state(Some("state-key-1"))
+        .device(&[9u8; 32])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.seed, seed);
+    assert_eq!(again.token.unwrap().expose(), "the-device-token");
+    // Another key, or none: a clear error, never another identity.
+    for key in [Some("state-key-2"), None] {
+        let err = state(key).device(&[9u8; 32]).await.unwrap_err();
+        assert!(matches!(err, StateError::Sealed(_)), "{err}");
+        assert!(err.to_string().contains("openclaw:device"), "{err}");
+    }
+
+    // An identity an older pod stored unsealed is sealed in place by the first pod with a key.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}openclaw:device", common::fleet::PREFIX))
+        .arg(b64(&[5u8; 32]))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}openclaw:device-token", common::fleet::PREFIX))
+        .arg("old-token")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pod = state(Some("state-key-1"));
+    let migrated = pod.device(&seed).await.unwrap().unwrap();
+    assert_eq!(migrated.seed, [5u8; 32]);
+    assert_eq!(migrated.token.unwrap().expose(), "old-token");
+    assert!(pod.flush(Duration::from_secs(3)).await);
+    assert!(raw("openclaw:device").await.starts_with("sealed:v1:"));
+    assert!(raw("openclaw:device-token").await.starts_with("sealed:v1:"));
+}

@@ -25,6 +25,7 @@ use twilight_model::id::marker::ApplicationMarker;
 
 use super::commands::{self, CommandError};
 use super::guilds::{Guilds, VoiceAction};
+use super::hosts::GatewayHosts;
 use super::plan::ShardPlan;
 use super::voice::{GuildEvent, Rooms, Voices};
 use crate::lock;
@@ -50,6 +51,9 @@ pub struct DiscordConfig {
     pub api_proxy: Option<String>,
     /// `ws://host:port` of a gateway instead of Discord's (the simulator).
     pub gateway_url: Option<String>,
+    /// Domains a resume URL read back from fleet state may point at (each with its
+    /// subdomains, `wss://` only; the `gateway_url` is allowed too). Default: Discord's.
+    pub gateway_hosts: Vec<String>,
     /// The shards of this pod.
     pub plan: ShardPlan,
     /// Where voice channels get their conversations (`None`: the bot joins and leaves
@@ -83,6 +87,10 @@ impl DiscordConfig {
             default_sensitivity: Sensitivity::Low,
             api_proxy: None,
             gateway_url: None,
+            gateway_hosts: super::hosts::DISCORD_GATEWAY_HOSTS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
             plan: ShardPlan {
                 count: 1,
                 per_pod: 1,
@@ -338,6 +346,10 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
         concurrency,
         config.identify_interval,
     );
+    let hosts = GatewayHosts::new(
+        config.gateway_hosts.iter().map(String::as_str),
+        config.gateway_url.as_deref(),
+    );
     let mut shards = Vec::new();
     let mut senders = Vec::new();
     for id in config.plan.shards() {
@@ -353,8 +365,17 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
                 "resuming the saved gateway session"
             );
             builder = builder.session(Session::new(saved.sequence, saved.id.clone()));
-            if let Some(url) = &saved.resume_url {
-                builder = builder.resume_url(url.clone());
+            // Fleet state is not trusted with the token: a RESUME goes only to a gateway host
+            // we trust, whatever Redis says; otherwise through the configured gateway.
+            match saved.resume_url.as_deref().map(|url| hosts.check(url)) {
+                Some(Ok(())) => {
+                    builder = builder.resume_url(saved.resume_url.clone().unwrap_or_default());
+                }
+                Some(Err(why)) => tracing::warn!(
+                    shard = id,
+                    "ignoring the saved resume URL ({why}); resuming through the configured gateway"
+                ),
+                None => {}
             }
         }
         let shard = Shard::with_config(ShardId::new(id, config.plan.count), builder.build());

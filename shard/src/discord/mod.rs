@@ -5,5 +5,6 @@
 pub mod commands;
 pub mod gateway;
 pub mod guilds;
+pub mod hosts;
 pub mod plan;
 pub mod voice;

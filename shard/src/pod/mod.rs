@@ -49,6 +49,8 @@ pub struct DiscordAccess {
     pub api_proxy: Option<String>,
     /// `ws://host:port` of a gateway instead of Discord's (the simulator).
     pub gateway_url: Option<String>,
+    /// Domains a saved resume URL may point at (empty: Discord's).
+    pub gateway_hosts: Vec<String>,
 }
 
 /// Everything `voicebot-shard run` is told (the environment the operator sets, and flags).
@@ -98,6 +100,7 @@ pub async fn run(options: PodOptions, shutdown: watch::Receiver<bool>) -> anyhow
             let state = FleetState::connect(&StateConfig {
                 url: Secret::new(url.trim()),
                 prefix: options.redis_prefix.clone(),
+                seal_key: settings.state_key.clone(),
             })?;
             tracing::info!(redis = %crate::state::redact(url), prefix = %options.redis_prefix, "fleet state in Redis");
             state
@@ -118,6 +121,7 @@ pub async fn run(options: PodOptions, shutdown: watch::Receiver<bool>) -> anyhow
     } else {
         Some(load_brains(&options, &settings, &command, &state).await?)
     };
+    let base = discord_config(&options, &command, &agents);
     let config = DiscordConfig {
         api_proxy: options.discord.api_proxy.clone(),
         gateway_url: options.discord.gateway_url.clone(),
@@ -129,15 +133,28 @@ pub async fn run(options: PodOptions, shutdown: watch::Receiver<bool>) -> anyhow
         metrics: Some(metrics.clone()),
         ready: Some(ready),
         rooms: brains.map(|b| Arc::new(b) as Arc<dyn crate::discord::voice::Rooms>),
-        ..DiscordConfig::new(
-            options.discord.token.clone(),
-            options.discord.application_id,
-            &command,
-            &agents.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
+        ..base
     };
     observe(&config, metrics);
     crate::discord::gateway::run(config, shutdown).await
+}
+
+/// The Discord side's base configuration: identity, command, agents, trusted gateway hosts.
+fn discord_config(options: &PodOptions, command: &str, agents: &[String]) -> DiscordConfig {
+    let base = DiscordConfig::new(
+        options.discord.token.clone(),
+        options.discord.application_id,
+        command,
+        &agents.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    DiscordConfig {
+        gateway_hosts: if options.discord.gateway_hosts.is_empty() {
+            base.gateway_hosts.clone()
+        } else {
+            options.discord.gateway_hosts.clone()
+        },
+        ..base
+    }
 }
 
 /// Starts the rooms' observers of `config`: the metrics and the run recorder (subscribed

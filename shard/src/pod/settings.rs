@@ -51,6 +51,9 @@ pub struct Settings {
     pub tts: TtsConfig,
     /// The `http` TTS backend's key (from `TTS_API_KEY`).
     pub tts_api_key: Option<Secret>,
+    /// Seals the secrets kept in Redis (from `VOICEBOT_STATE_KEY`; required when the file
+    /// names `redis.sealKeySecret`).
+    pub state_key: Option<Secret>,
     /// Listening and room bounds.
     pub room: RoomConfig,
 }
@@ -108,7 +111,22 @@ impl Settings {
             ),
             None => None,
         };
+        let state_key = std::env::var(env::STATE_KEY)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| Secret::new(v.trim()));
+        if state_key.is_none()
+            && bot
+                .as_ref()
+                .is_some_and(|b| b.redis.seal_key_secret.is_some())
+        {
+            anyhow::bail!(
+                "redis.sealKeySecret is set but ${} is empty (the operator passes it from the Secret)",
+                env::STATE_KEY
+            );
+        }
         Ok(Self {
+            state_key,
             agents,
             sensitivity: bot
                 .as_ref()

@@ -17,6 +17,7 @@
 //! operator's finalizer deletes): see ARCHITECTURE.md, "Fleet state".
 
 pub mod queue;
+pub mod seal;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +31,7 @@ use tokio::sync::Notify;
 
 use crate::lock;
 use crate::secret::Secret;
+use seal::{SealError, Sealer, is_sealed};
 pub use voicebot_config::Sensitivity;
 
 /// How long a saved gateway session stays usable. Discord keeps a session resumable for a
@@ -58,6 +60,9 @@ pub struct StateConfig {
     pub url: Secret,
     /// Prefix of every key, e.g. `voicebot:default:jarvis:`.
     pub prefix: String,
+    /// The key that seals secrets kept in Redis (the device identity and token):
+    /// `VOICEBOT_STATE_KEY`, from a Kubernetes Secret. `None`: they are kept unsealed.
+    pub seal_key: Option<Secret>,
 }
 
 impl std::fmt::Debug for StateConfig {
@@ -65,6 +70,7 @@ impl std::fmt::Debug for StateConfig {
         f.debug_struct("StateConfig")
             .field("url", &redact(self.url.expose()))
             .field("prefix", &self.prefix)
+            .field("sealed", &self.seal_key.is_some())
             .finish()
     }
 }
@@ -190,6 +196,8 @@ struct Inner {
     written: Notify,
     degraded: AtomicBool,
     stats: StateStats,
+    /// Seals the secrets written to Redis.
+    sealer: Option<Sealer>,
 }
 
 /// The pod's fleet state (cheap to clone).
@@ -216,6 +224,9 @@ pub enum StateError {
     /// Redis did not answer.
     #[error("Redis did not answer: {0}")]
     Unreachable(String),
+    /// A sealed secret in Redis does not open (another key, or written by someone else).
+    #[error("{0}")]
+    Sealed(#[from] SealError),
 }
 
 /// A Redis error in words that never include the URL or its password.
@@ -226,7 +237,7 @@ fn describe(e: &redis::RedisError) -> String {
 impl FleetState {
     /// State in memory only (no `--redis`): nothing survives the process.
     pub fn memory() -> Self {
-        Self::with_conn(String::new(), None)
+        Self::with_conn(String::new(), None, None)
     }
 
     /// State mirrored to Redis. Connects lazily: a Redis that is down now only delays the
@@ -243,12 +254,18 @@ impl FleetState {
                 .set_max_delay(Duration::from_millis(500)),
         )
         .map_err(|e| StateError::Url(describe(&e)))?;
-        let state = Self::with_conn(config.prefix.clone(), Some(manager));
+        if config.seal_key.is_none() {
+            tracing::warn!(
+                "VOICEBOT_STATE_KEY is not set: the OpenClaw device identity is kept in Redis unsealed"
+            );
+        }
+        let sealer = config.seal_key.as_ref().map(Sealer::new);
+        let state = Self::with_conn(config.prefix.clone(), Some(manager), sealer);
         tokio::spawn(writer(state.clone()));
         Ok(state)
     }
 
-    fn with_conn(prefix: String, conn: Option<ConnectionManager>) -> Self {
+    fn with_conn(prefix: String, conn: Option<ConnectionManager>, sealer: Option<Sealer>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 prefix,
@@ -260,6 +277,7 @@ impl FleetState {
                 written: Notify::new(),
                 degraded: AtomicBool::new(false),
                 stats: StateStats::default(),
+                sealer,
             }),
         }
     }
@@ -511,8 +529,9 @@ impl FleetState {
     /// The OpenClaw device of the fleet, kept in Redis (one identity for every pod of the bot:
     /// one pairing approval covers the fleet). The first pod stores `fresh_seed` (`SET NX`, so
     /// two pods starting together agree on one); every pod gets the stored one back, with the
-    /// device token if the gateway issued one. `None` without Redis. Both are secrets: never
-    /// logged, never in an error.
+    /// device token if the gateway issued one. `None` without Redis. Both are secrets: sealed
+    /// with the state key when the pod has one (an unsealed value left by an older pod is
+    /// sealed in place), never logged, never in an error.
     pub async fn device(&self, fresh_seed: &[u8; 32]) -> Result<Option<StoredDevice>, StateError> {
         let Some(mut conn) = self.conn() else {
             return Ok(None);
@@ -521,7 +540,7 @@ impl FleetState {
         let key = self.key(DEVICE_KEY);
         let _: Option<String> = redis::cmd("SET")
             .arg(&key)
-            .arg(URL_SAFE_NO_PAD.encode(fresh_seed))
+            .arg(self.encode_secret(DEVICE_KEY, fresh_seed))
             .arg("NX")
             .query_async(&mut conn)
             .await
@@ -533,29 +552,77 @@ impl FleetState {
             .await
             .map_err(unreachable)?;
         self.inner.stats.round_trips.fetch_add(2, Ordering::Relaxed);
-        let seed = stored
-            .as_deref()
-            .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| {
-                StateError::Unreachable(format!("{key} does not hold a 32-byte base64url seed"))
-            })?;
-        self.remember(key, Entry::Str(URL_SAFE_NO_PAD.encode(seed), None));
-        if let Some(t) = &token {
-            self.remember(self.key(DEVICE_TOKEN_KEY), Entry::Str(t.clone(), None));
+        let malformed = || {
+            StateError::Sealed(SealError::Malformed(format!(
+                "{DEVICE_KEY} (not a 32-byte seed)"
+            )))
+        };
+        let (seed, was_sealed) = self.decode_secret(DEVICE_KEY, stored.as_deref().unwrap_or(""))?;
+        let seed = <[u8; 32]>::try_from(seed).map_err(|_| malformed())?;
+        let seed_value = self.encode_secret(DEVICE_KEY, &seed);
+        if was_sealed || self.inner.sealer.is_none() {
+            self.remember(key, Entry::Str(stored.unwrap_or(seed_value), None));
+        } else {
+            tracing::info!("sealing the OpenClaw device identity kept in Redis");
+            self.set(key, Entry::Str(seed_value, None));
         }
-        Ok(Some(StoredDevice {
-            seed,
-            token: token.map(Secret::new),
-        }))
+        let token = match token {
+            None => None,
+            Some(t) => {
+                let (plain, was_sealed) = self.decode_secret(DEVICE_TOKEN_KEY, &t)?;
+                let plain = String::from_utf8(plain).map_err(|_| {
+                    StateError::Sealed(SealError::Malformed(DEVICE_TOKEN_KEY.into()))
+                })?;
+                let token = Secret::new(plain);
+                if was_sealed || self.inner.sealer.is_none() {
+                    self.remember(self.key(DEVICE_TOKEN_KEY), Entry::Str(t, None));
+                } else {
+                    self.save_device_token(&token);
+                }
+                Some(token)
+            }
+        };
+        Ok(Some(StoredDevice { seed, token }))
     }
 
     /// Saves the device token the gateway issued (written behind, like every change).
     pub fn save_device_token(&self, token: &Secret) {
         self.set(
             self.key(DEVICE_TOKEN_KEY),
-            Entry::Str(token.expose().to_string(), None),
+            Entry::Str(
+                self.encode_secret(DEVICE_TOKEN_KEY, token.expose().as_bytes()),
+                None,
+            ),
         );
+    }
+
+    /// A secret as Redis keeps it: sealed with the state key, else base64url (the seed) or
+    /// as it is (the token).
+    fn encode_secret(&self, name: &str, plain: &[u8]) -> String {
+        match &self.inner.sealer {
+            Some(s) => s.seal(name, plain),
+            None if name == DEVICE_KEY => URL_SAFE_NO_PAD.encode(plain),
+            None => String::from_utf8_lossy(plain).into_owned(),
+        }
+    }
+
+    /// The secret `stored` holds, and whether it was sealed.
+    fn decode_secret(&self, name: &str, stored: &str) -> Result<(Vec<u8>, bool), StateError> {
+        if is_sealed(stored) {
+            let sealer = self
+                .inner
+                .sealer
+                .as_ref()
+                .ok_or_else(|| SealError::NoKey(name.to_string()))?;
+            return Ok((sealer.open(name, stored)?, true));
+        }
+        if name == DEVICE_KEY {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(stored)
+                .map_err(|_| SealError::Malformed(name.to_string()))?;
+            return Ok((bytes, false));
+        }
+        Ok((stored.as_bytes().to_vec(), false))
     }
 
     /// Runs one command on Redis directly (the identify queue), counting the round trip.
@@ -748,8 +815,10 @@ mod tests {
         let config = StateConfig {
             url: Secret::new("redis://:hunter2@h:1"),
             prefix: "p:".into(),
+            seal_key: Some(Secret::new("the-seal-key")),
         };
         assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!format!("{config:?}").contains("the-seal-key"));
     }
 
     #[test]
