@@ -14,12 +14,57 @@ const ABBREVIATIONS: &[&str] = &[
 ];
 
 /// Splits a streamed reply into sentences.
+///
+/// Linear in the reply's length however it is streamed: the scan for a boundary resumes where
+/// the last one stopped (only the last character, whose meaning may depend on the next one, is
+/// looked at again), and what it needs of the text behind it (words so far, the current word
+/// and line) is carried along instead of searched for.
 #[derive(Debug, Clone)]
 pub struct SentenceSplitter {
     buf: String,
     emitted: usize,
     /// Cut the first sentence at a comma once it has this many words (0 = never).
     first_clause_words: usize,
+    /// Where the scan of `buf` stands.
+    scan: Scan,
+}
+
+/// The scan's state just before the byte `pos` of the buffer (whose sentence starts at 0).
+#[derive(Debug, Clone, Copy, Default)]
+struct Scan {
+    pos: usize,
+    /// Words wholly or partly before `pos`.
+    words: usize,
+    /// Whether the character before `pos` is part of a word.
+    in_word: bool,
+    /// Where the word around `pos` starts.
+    word_start: usize,
+    /// Where the line around `pos` starts.
+    line_start: usize,
+    /// Whether anything but whitespace comes before `pos`.
+    seen_text: bool,
+}
+
+impl Scan {
+    /// The state after the character `c` at `pos`.
+    fn step(mut self, c: char) -> Self {
+        let after = self.pos + c.len_utf8();
+        if c.is_whitespace() {
+            self.in_word = false;
+            self.word_start = after;
+        } else {
+            if !self.in_word {
+                self.words += 1;
+            }
+            self.in_word = true;
+            self.seen_text = true;
+        }
+        if c == '\n' {
+            self.line_start = after;
+        }
+        self.pos = after;
+        self
+    }
 }
 
 impl Default for SentenceSplitter {
@@ -54,6 +99,7 @@ impl SentenceSplitter {
             buf: String::new(),
             emitted: 0,
             first_clause_words,
+            scan: Scan::default(),
         }
     }
 
@@ -63,6 +109,7 @@ impl SentenceSplitter {
         let mut out = Vec::new();
         while let Some(end) = self.boundary() {
             let raw: String = self.buf.drain(..end).collect();
+            self.scan = Scan::default();
             if let Some(s) = clean(&raw) {
                 out.push(s);
                 self.emitted += 1;
@@ -73,22 +120,33 @@ impl SentenceSplitter {
 
     /// Ends the reply; returns what is left as a last sentence.
     pub fn finish(&mut self) -> Option<String> {
+        self.scan = Scan::default();
         let raw = std::mem::take(&mut self.buf);
         let s = clean(&raw)?;
         self.emitted += 1;
         Some(s)
     }
 
-    /// Byte index just past the first complete sentence in the buffer.
-    fn boundary(&self) -> Option<usize> {
-        let text = &self.buf;
-        let chars: Vec<(usize, char)> = text.char_indices().collect();
-        for (k, &(i, c)) in chars.iter().enumerate() {
-            let next = chars.get(k + 1).map(|&(_, n)| n);
+    /// Byte index just past the first complete sentence in the buffer, scanning on from where
+    /// the last call stopped.
+    fn boundary(&mut self) -> Option<usize> {
+        let text = self.buf.as_str();
+        let mut chars = text[self.scan.pos..].chars().peekable();
+        let mut at = self.scan;
+        while let Some(c) = chars.next() {
+            let before = at;
+            let i = at.pos;
+            let next = chars.peek().copied();
             let after = i + c.len_utf8();
+            at = at.step(c);
+            // The last character may mean something else once the next one comes: look at it
+            // again then.
+            if next.is_none() {
+                self.scan = before;
+            }
             match c {
                 '\n' => {
-                    if text[..i].trim().is_empty() {
+                    if !before.seen_text {
                         continue;
                     }
                     return Some(after);
@@ -97,8 +155,8 @@ impl SentenceSplitter {
                     // The text may end right here (gateways trim the whitespace after a
                     // sentence): decide without the next character unless it could change
                     // the answer — a '.' after digits (3.14) or a closing quote to come.
+                    let word_start = before.word_start;
                     let Some(n) = next else {
-                        let word_start = text[..i].rfind(char::is_whitespace).map_or(0, |w| w + 1);
                         let word = &text[word_start..after];
                         let digits = text[word_start..i].chars().all(|d| d.is_ascii_digit());
                         if c != '.' || !(is_abbreviation(word) || digits) {
@@ -110,14 +168,10 @@ impl SentenceSplitter {
                         continue; // 3.14, e.g.x, "...?!"
                     }
                     if c == '.' {
-                        let word_start = text[..i].rfind(char::is_whitespace).map_or(0, |w| w + 1);
                         let word = &text[word_start..after];
-                        let line_start = text[..i].rfind('\n').map_or(0, |l| l + 1);
-                        let is_list_number = text[line_start..i]
-                            .trim()
-                            .chars()
-                            .all(|d| d.is_ascii_digit())
-                            && !text[line_start..i].trim().is_empty();
+                        let line = text[before.line_start..i].trim();
+                        let is_list_number =
+                            !line.is_empty() && line.chars().all(|d| d.is_ascii_digit());
                         if is_abbreviation(word) || is_list_number {
                             continue;
                         }
@@ -133,7 +187,7 @@ impl SentenceSplitter {
                     if self.emitted == 0
                         && self.first_clause_words > 0
                         && next.is_some_and(char::is_whitespace)
-                        && text[..i].split_whitespace().count() >= self.first_clause_words =>
+                        && before.words >= self.first_clause_words =>
                 {
                     return Some(after);
                 }
@@ -290,5 +344,133 @@ mod tests {
             s.push(". Next."),
             vec!["and the answer is long, with commas.", "Next."]
         );
+    }
+
+    /// The splitter as it was (rescanning the buffer from its start at every delta): the
+    /// reference the resumable scan must agree with, delta for delta.
+    struct Rescanning {
+        buf: String,
+        emitted: usize,
+        first_clause_words: usize,
+    }
+
+    impl Rescanning {
+        fn push(&mut self, delta: &str) -> Vec<String> {
+            self.buf.push_str(delta);
+            let mut out = Vec::new();
+            while let Some(end) = self.boundary() {
+                let raw: String = self.buf.drain(..end).collect();
+                if let Some(s) = clean(&raw) {
+                    out.push(s);
+                    self.emitted += 1;
+                }
+            }
+            out
+        }
+
+        /// Byte index just past the first complete sentence in the buffer.
+        fn boundary(&self) -> Option<usize> {
+            let text = &self.buf;
+            let chars: Vec<(usize, char)> = text.char_indices().collect();
+            for (k, &(i, c)) in chars.iter().enumerate() {
+                let next = chars.get(k + 1).map(|&(_, n)| n);
+                let after = i + c.len_utf8();
+                match c {
+                    '\n' => {
+                        if text[..i].trim().is_empty() {
+                            continue;
+                        }
+                        return Some(after);
+                    }
+                    '.' | '!' | '?' | '…' => {
+                        // The text may end right here (gateways trim the whitespace after a
+                        // sentence): decide without the next character unless it could change
+                        // the answer — a '.' after digits (3.14) or a closing quote to come.
+                        let Some(n) = next else {
+                            let word_start =
+                                text[..i].rfind(char::is_whitespace).map_or(0, |w| w + 1);
+                            let word = &text[word_start..after];
+                            let digits = text[word_start..i].chars().all(|d| d.is_ascii_digit());
+                            if c != '.' || !(is_abbreviation(word) || digits) {
+                                return Some(after);
+                            }
+                            return None;
+                        };
+                        if !n.is_whitespace() && !matches!(n, '"' | '\'' | ')' | '”' | '’') {
+                            continue; // 3.14, e.g.x, "...?!"
+                        }
+                        if c == '.' {
+                            let word_start =
+                                text[..i].rfind(char::is_whitespace).map_or(0, |w| w + 1);
+                            let word = &text[word_start..after];
+                            let line_start = text[..i].rfind('\n').map_or(0, |l| l + 1);
+                            let is_list_number = text[line_start..i]
+                                .trim()
+                                .chars()
+                                .all(|d| d.is_ascii_digit())
+                                && !text[line_start..i].trim().is_empty();
+                            if is_abbreviation(word) || is_list_number {
+                                continue;
+                            }
+                        }
+                        // Include a closing quote or bracket.
+                        let end = match n {
+                            '"' | '\'' | ')' | '”' | '’' => after + n.len_utf8(),
+                            _ => after,
+                        };
+                        return Some(end);
+                    }
+                    ',' | ';' | ':'
+                        if self.emitted == 0
+                            && self.first_clause_words > 0
+                            && next.is_some_and(char::is_whitespace)
+                            && text[..i].split_whitespace().count() >= self.first_clause_words =>
+                    {
+                        return Some(after);
+                    }
+                    _ => {}
+                }
+            }
+            None
+        }
+    }
+
+    proptest::proptest! {
+        /// Delta for delta, the resumable scan finds the sentences the rescanning one found
+        /// (what would break if it resumed in the wrong place or with the wrong state).
+        #[test]
+        fn the_resumable_scan_agrees_with_rescanning(
+            text in "[a-z3 .,!?\\n\"e]{0,120}",
+            chunk in 1usize..9,
+            first in 0usize..4,
+        ) {
+            let mut new = SentenceSplitter::new(first);
+            let mut reference = Rescanning { buf: String::new(), emitted: 0, first_clause_words: first };
+            let chars: Vec<char> = text.chars().collect();
+            for piece in chars.chunks(chunk) {
+                let piece: String = piece.iter().collect();
+                proptest::prop_assert_eq!(new.push(&piece), reference.push(&piece));
+            }
+            proptest::prop_assert_eq!(new.finish(), clean(&reference.buf));
+        }
+    }
+
+    #[test]
+    fn a_long_reply_streamed_a_character_at_a_time_is_split_in_linear_time() {
+        // 200 000 characters without a boundary, then one: the old splitter rescanned the
+        // buffer from its start at every delta (≈ 2·10¹⁰ steps here); this one looks at each
+        // character about once. Counted, not timed: the scan position only moves forward.
+        let mut s = SentenceSplitter::new(0);
+        let mut rescans = 0usize;
+        let mut last = 0;
+        for _ in 0..100_000 {
+            assert!(s.push("a").is_empty());
+            assert!(s.push(" ").is_empty());
+            rescans += s.buf.len() - s.scan.pos;
+            assert!(s.scan.pos >= last, "the scan went back");
+            last = s.scan.pos;
+        }
+        assert!(rescans <= 2 * 200_000, "{rescans} characters scanned again");
+        assert_eq!(s.push(".\n").len(), 1);
     }
 }
