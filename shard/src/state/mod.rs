@@ -552,34 +552,19 @@ impl FleetState {
             .await
             .map_err(unreachable)?;
         self.inner.stats.round_trips.fetch_add(2, Ordering::Relaxed);
-        let malformed = || {
-            StateError::Sealed(SealError::Malformed(format!(
-                "{DEVICE_KEY} (not a 32-byte seed)"
-            )))
-        };
-        let (seed, was_sealed) = self.decode_secret(DEVICE_KEY, stored.as_deref().unwrap_or(""))?;
-        let seed = <[u8; 32]>::try_from(seed).map_err(|_| malformed())?;
-        let seed_value = self.encode_secret(DEVICE_KEY, &seed);
-        if was_sealed || self.inner.sealer.is_none() {
-            self.remember(key, Entry::Str(stored.unwrap_or(seed_value), None));
-        } else {
-            tracing::info!("sealing the OpenClaw device identity kept in Redis");
-            self.set(key, Entry::Str(seed_value, None));
-        }
+        let stored = stored.unwrap_or_default();
+        let (seed, was_sealed) = self.decode_secret(DEVICE_KEY, &stored)?;
+        let seed = <[u8; 32]>::try_from(seed)
+            .map_err(|_| SealError::Malformed(format!("{DEVICE_KEY} (not a 32-byte seed)")))?;
+        self.keep_secret(DEVICE_KEY, stored, &seed, was_sealed);
         let token = match token {
             None => None,
             Some(t) => {
                 let (plain, was_sealed) = self.decode_secret(DEVICE_TOKEN_KEY, &t)?;
-                let plain = String::from_utf8(plain).map_err(|_| {
-                    StateError::Sealed(SealError::Malformed(DEVICE_TOKEN_KEY.into()))
-                })?;
-                let token = Secret::new(plain);
-                if was_sealed || self.inner.sealer.is_none() {
-                    self.remember(self.key(DEVICE_TOKEN_KEY), Entry::Str(t, None));
-                } else {
-                    self.save_device_token(&token);
-                }
-                Some(token)
+                let text = String::from_utf8(plain.clone())
+                    .map_err(|_| SealError::Malformed(DEVICE_TOKEN_KEY.into()))?;
+                self.keep_secret(DEVICE_TOKEN_KEY, t, &plain, was_sealed);
+                Some(Secret::new(text))
             }
         };
         Ok(Some(StoredDevice { seed, token }))
@@ -594,6 +579,18 @@ impl FleetState {
                 None,
             ),
         );
+    }
+
+    /// Mirrors a secret read from Redis as it is stored; an unsealed one, while the pod has a
+    /// state key, is sealed and written back (an identity an older pod left in clear).
+    fn keep_secret(&self, name: &str, stored: String, plain: &[u8], was_sealed: bool) {
+        let key = self.key(name);
+        if was_sealed || self.inner.sealer.is_none() {
+            self.remember(key, Entry::Str(stored, None));
+        } else {
+            tracing::info!(key = name, "sealing a secret kept in Redis unsealed");
+            self.set(key, Entry::Str(self.encode_secret(name, plain), None));
+        }
     }
 
     /// A secret as Redis keeps it: sealed with the state key, else base64url (the seed) or
