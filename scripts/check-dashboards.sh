@@ -107,7 +107,20 @@ done
 python3 - "$prom_port" charts/voicebot/dashboards/*.json <<'PY'
 import json, sys, urllib.parse, urllib.request
 port, files = sys.argv[1], sys.argv[2:]
-checked, empty = 0, []
+# Panels about what the run did (two spoken turns answered, the operator reconciling a bot
+# whose Secrets are missing) must show it: a value above zero, not just a series at zero.
+# The others (barge-ins, ignored turns, drops, errors) did not happen here: a series is enough.
+must_move = ("Voice to voice", "Stage latency", "Turns per second", "Operator reconciles")
+def moved(result):
+    for r in result:
+        try:
+            v = float(r["value"][1])
+        except (KeyError, ValueError, IndexError):
+            continue
+        if v == v and v > 0:   # not NaN, above zero
+            return True
+    return False
+checked, empty, flat = 0, [], []
 for f in files:
     for panel in json.load(open(f))["panels"]:
         for t in panel.get("targets", []):
@@ -118,8 +131,13 @@ for f in files:
             checked += 1
             if res.get("status") != "success" or not res["data"]["result"]:
                 empty.append(f'{panel["title"]}: {t["expr"]} -> {res.get("error") or "no series"}')
-if empty:
-    print("check-dashboards: panel queries without data:\n  " + "\n  ".join(empty), file=sys.stderr)
+            elif panel["title"].startswith(must_move) and not moved(res["data"]["result"]):
+                flat.append(f'{panel["title"]}: {t["expr"]} -> {res["data"]["result"]}')
+if empty or flat:
+    if empty:
+        print("check-dashboards: panel queries without data:\n  " + "\n  ".join(empty), file=sys.stderr)
+    if flat:
+        print("check-dashboards: panels at zero after the run's turns:\n  " + "\n  ".join(flat), file=sys.stderr)
     sys.exit(1)
-print(f"check-dashboards: promtool clean on the shard's and the operator's /metrics; {checked} panel queries all return series")
+print(f"check-dashboards: promtool clean on the shard's and the operator's /metrics; {checked} panel queries all return series, and the panels of what the run did are above zero")
 PY

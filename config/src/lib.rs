@@ -17,6 +17,11 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The pods' `/metrics`, `/healthz` and `/readyz` (feature `http`): the same contract for the
+/// shard and the operator, which both serve it on `metrics.port`.
+#[cfg(feature = "http")]
+pub mod health;
+
 /// The environment variables that carry secret values into a shard pod.
 pub mod env {
     /// The Discord bot token (`spec.discord.tokenSecret`).
@@ -29,6 +34,8 @@ pub mod env {
     pub const TTS_API_KEY: &str = "TTS_API_KEY";
     /// The key that seals the secrets kept in Redis (`redis.sealKeySecret`).
     pub const STATE_KEY: &str = "VOICEBOT_STATE_KEY";
+    /// The PEM CA certificate that Redis's TLS certificate is checked against (`redis.caSecret`).
+    pub const REDIS_CA: &str = "REDIS_CA";
 }
 
 /// Piper voices that `scripts/setup.sh` and the image provision (`models/manifest.tsv` has a
@@ -83,6 +90,149 @@ pub struct BotConfig {
     /// Bounds on the work one pod takes on.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Who may run each part of the slash command.
+    #[serde(default)]
+    pub commands: CommandsConfig,
+}
+
+/// Who may run each subcommand of `/<agent>`: the Discord permissions a member needs (all of
+/// those listed; an empty list: anyone; Administrator always may). The pod checks them on
+/// every command it receives, and registers the command with the permissions that every
+/// subcommand needs as its `default_member_permissions`, so Discord shows the command only to
+/// those members (a server's admins can widen that in Server Settings → Integrations; the
+/// pod's own check still applies).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandsConfig {
+    /// `join`: bring the bot into a voice channel (default: Move Members).
+    #[serde(default = "defaults::voice_permissions")]
+    #[schemars(length(max = 8))]
+    pub join: Vec<Permission>,
+    /// `leave`: make it leave (default: Move Members).
+    #[serde(default = "defaults::voice_permissions")]
+    #[schemars(length(max = 8))]
+    pub leave: Vec<Permission>,
+    /// `agent`: choose who answers in the server (default: Move Members and Manage Server).
+    #[serde(default = "defaults::settings_permissions")]
+    #[schemars(length(max = 8))]
+    pub agent: Vec<Permission>,
+    /// `sensitivity` (default: Move Members and Manage Server).
+    #[serde(default = "defaults::settings_permissions")]
+    #[schemars(length(max = 8))]
+    pub sensitivity: Vec<Permission>,
+    /// `status` (default: Move Members).
+    #[serde(default = "defaults::voice_permissions")]
+    #[schemars(length(max = 8))]
+    pub status: Vec<Permission>,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            join: defaults::voice_permissions(),
+            leave: defaults::voice_permissions(),
+            agent: defaults::settings_permissions(),
+            sensitivity: defaults::settings_permissions(),
+            status: defaults::voice_permissions(),
+        }
+    }
+}
+
+/// A Discord permission a command may require (the ones that make sense for a voice bot).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Permission {
+    /// Administrator (has every permission).
+    Administrator,
+    /// Manage Server.
+    ManageGuild,
+    /// Manage Channels.
+    ManageChannels,
+    /// Manage Roles.
+    ManageRoles,
+    /// Move Members (between voice channels).
+    MoveMembers,
+    /// Mute Members.
+    MuteMembers,
+    /// Deafen Members.
+    DeafenMembers,
+    /// Kick Members.
+    KickMembers,
+    /// Ban Members.
+    BanMembers,
+    /// Timeout Members.
+    ModerateMembers,
+    /// Priority Speaker.
+    PrioritySpeaker,
+    /// Connect (to voice channels).
+    Connect,
+    /// Speak.
+    Speak,
+    /// Send Messages.
+    SendMessages,
+}
+
+impl Permission {
+    /// Its bit in Discord's permission set.
+    pub fn bit(self) -> u64 {
+        1 << match self {
+            Self::KickMembers => 1,
+            Self::BanMembers => 2,
+            Self::Administrator => 3,
+            Self::ManageChannels => 4,
+            Self::ManageGuild => 5,
+            Self::PrioritySpeaker => 8,
+            Self::SendMessages => 11,
+            Self::Connect => 20,
+            Self::Speak => 21,
+            Self::MuteMembers => 22,
+            Self::DeafenMembers => 23,
+            Self::MoveMembers => 24,
+            Self::ManageRoles => 28,
+            Self::ModerateMembers => 40,
+        }
+    }
+
+    /// As Discord's client names it ("Move Members").
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Administrator => "Administrator",
+            Self::ManageGuild => "Manage Server",
+            Self::ManageChannels => "Manage Channels",
+            Self::ManageRoles => "Manage Roles",
+            Self::MoveMembers => "Move Members",
+            Self::MuteMembers => "Mute Members",
+            Self::DeafenMembers => "Deafen Members",
+            Self::KickMembers => "Kick Members",
+            Self::BanMembers => "Ban Members",
+            Self::ModerateMembers => "Timeout Members",
+            Self::PrioritySpeaker => "Priority Speaker",
+            Self::Connect => "Connect",
+            Self::Speak => "Speak",
+            Self::SendMessages => "Send Messages",
+        }
+    }
+
+    /// The bits of a list of permissions.
+    pub fn bits(all: &[Self]) -> u64 {
+        all.iter().fold(0, |acc, p| acc | p.bit())
+    }
+}
+
+impl CommandsConfig {
+    /// What `default_member_permissions` the command is registered with: the permissions
+    /// every subcommand needs (`0`: none in common; anyone sees the command).
+    pub fn common_bits(&self) -> u64 {
+        [
+            &self.join,
+            &self.leave,
+            &self.agent,
+            &self.sensitivity,
+            &self.status,
+        ]
+        .iter()
+        .map(|p| Permission::bits(p))
+        .fold(u64::MAX, |acc, b| acc & b)
+    }
 }
 
 /// A key of a Secret in the VoiceBot's namespace.
@@ -302,6 +452,10 @@ pub struct RedisConfig {
     /// OpenClaw device identity and token): Redis is not trusted with them in clear.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal_key_secret: Option<SecretKeyRef>,
+    /// A Secret key holding the PEM certificate of the CA that signed Redis's TLS certificate
+    /// (for a `rediss://` URL whose server the system roots do not vouch for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
 }
 
 /// The OpenClaw gateway.
@@ -331,6 +485,11 @@ pub struct LimitsConfig {
     #[serde(default = "defaults::max_pending_turns")]
     #[schemars(range(min = 1, max = 32))]
     pub max_pending_turns: u32,
+    /// Piper sessions per voice: sentences of that voice synthesised at once (each session
+    /// holds the voice's model in memory, about 70 MB for a medium voice).
+    #[serde(default = "defaults::tts_workers")]
+    #[schemars(range(min = 1, max = 8))]
+    pub tts_workers: u32,
 }
 
 impl Default for LimitsConfig {
@@ -339,6 +498,7 @@ impl Default for LimitsConfig {
             workers: defaults::workers(),
             max_speakers: defaults::max_speakers(),
             max_pending_turns: defaults::max_pending_turns(),
+            tts_workers: defaults::tts_workers(),
         }
     }
 }
@@ -377,6 +537,10 @@ pub mod defaults {
     pub fn workers() -> u32 {
         2
     }
+    /// `limits.ttsWorkers`.
+    pub fn tts_workers() -> u32 {
+        2
+    }
     /// `limits.maxSpeakers`.
     pub fn max_speakers() -> u32 {
         16
@@ -384,6 +548,18 @@ pub mod defaults {
     /// `limits.maxPendingTurns`.
     pub fn max_pending_turns() -> u32 {
         3
+    }
+    /// `commands.join`, `commands.leave`, `commands.status`: who moves members between voice
+    /// channels may bring the bot in and out.
+    pub fn voice_permissions() -> Vec<super::Permission> {
+        vec![super::Permission::MoveMembers]
+    }
+    /// `commands.agent`, `commands.sensitivity`: the server's settings also need Manage Server.
+    pub fn settings_permissions() -> Vec<super::Permission> {
+        vec![
+            super::Permission::MoveMembers,
+            super::Permission::ManageGuild,
+        ]
     }
 }
 
@@ -677,6 +853,32 @@ mod tests {
         let again = BotConfig::from_json(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(again, c);
         assert_eq!(c.voice_of(&c.agents[0]), DEFAULT_PIPER_VOICE);
+    }
+
+    #[test]
+    fn commands_need_voice_moderators_by_default_and_the_common_part_is_registered() {
+        let c = with(serde_json::json!({}));
+        assert_eq!(c.commands.join, [Permission::MoveMembers]);
+        assert_eq!(
+            c.commands.sensitivity,
+            [Permission::MoveMembers, Permission::ManageGuild]
+        );
+        // Every subcommand needs Move Members: the command is shown to those who have it.
+        assert_eq!(c.commands.common_bits(), 1 << 24);
+        // A field given replaces its default; nothing in common: shown to everyone.
+        let open = with(serde_json::json!({"commands": {"status": [], "join": ["Connect"]}}));
+        assert_eq!(open.commands.join, [Permission::Connect]);
+        assert_eq!(open.commands.leave, [Permission::MoveMembers]);
+        assert_eq!(open.commands.common_bits(), 0);
+        assert!(
+            serde_json::from_value::<CommandsConfig>(serde_json::json!({"join": ["Dance"]}))
+                .is_err()
+        );
+        assert_eq!(Permission::ManageGuild.label(), "Manage Server");
+        assert_eq!(
+            Permission::bits(&[Permission::Administrator, Permission::ModerateMembers]),
+            8 | 1 << 40
+        );
     }
 
     #[test]

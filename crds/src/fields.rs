@@ -36,6 +36,9 @@ const LISTENING: &str =
     "shard/tests/config_effects.rs::vad_and_turn_settings_change_what_is_heard_and_when";
 const REFUSED: &str =
     "config/src/lib.rs::what_the_schema_cannot_say_is_refused_with_the_field_named";
+const COMMANDS: &str = "shard/src/discord/commands.rs::permissions_are_configurable_per_subcommand";
+const COMMANDS_POD: &str = "shard/tests/discord_gateway.rs::the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel";
+const COMMANDS_CONFIG: &str = "config/src/lib.rs::commands_need_voice_moderators_by_default_and_the_common_part_is_registered";
 const STORE_REFUSED: &str =
     "crds/src/lib.rs::model_store_combinations_that_cannot_work_are_refused";
 
@@ -153,6 +156,31 @@ pub const FIELDS: &[Field] = &[
         ],
     },
     Field {
+        path: "commands.join",
+        effect: "the permissions `/<agent> join` needs (default Move Members); the part every subcommand needs is registered as `default_member_permissions`, and each is checked again on receipt",
+        tests: &[COMMANDS, COMMANDS_POD, COMMANDS_CONFIG],
+    },
+    Field {
+        path: "commands.leave",
+        effect: "the permissions `/<agent> leave` needs (default Move Members)",
+        tests: &[COMMANDS, COMMANDS_CONFIG],
+    },
+    Field {
+        path: "commands.status",
+        effect: "the permissions `/<agent> status` needs (default Move Members)",
+        tests: &[COMMANDS, COMMANDS_CONFIG],
+    },
+    Field {
+        path: "commands.agent",
+        effect: "the permissions `/<agent> agent` needs (default Move Members and Manage Server)",
+        tests: &[COMMANDS, COMMANDS_CONFIG],
+    },
+    Field {
+        path: "commands.sensitivity",
+        effect: "the permissions `/<agent> sensitivity` needs (default Move Members and Manage Server)",
+        tests: &[COMMANDS, COMMANDS_CONFIG],
+    },
+    Field {
         path: "models.whisper",
         effect: "the Whisper model loaded (`ggml-tiny.en.bin`, `ggml-base.bin`) and the one provisioned",
         tests: &[
@@ -233,6 +261,14 @@ pub const FIELDS: &[Field] = &[
         ],
     },
     Field {
+        path: "redis.caSecret",
+        effect: "`REDIS_CA` from the Secret: the PEM CA that Redis's TLS certificate (`rediss://`) is checked against, by the pods and the operator's cleanup; the pod refuses to start without it",
+        tests: &[
+            RENDER_POD,
+            "shard/tests/fleet_state.rs::fleet_state_speaks_tls_to_redis_and_checks_its_certificate",
+        ],
+    },
+    Field {
         path: "gateway.url",
         effect: "the OpenClaw gateway the pod dials",
         tests: &[POD_START],
@@ -263,6 +299,14 @@ pub const FIELDS: &[Field] = &[
         tests: &[
             "shard/tests/config_effects.rs::limits_bound_the_room",
             "shard/tests/room.rs::turns_beyond_the_queue_are_dropped_and_counted_and_nobody_is_stuck",
+        ],
+    },
+    Field {
+        path: "limits.ttsWorkers",
+        effect: "Piper sessions per voice: sentences of that voice synthesised at once (the others wait their turn)",
+        tests: &[
+            "shard/tests/config_effects.rs::the_whisper_size_and_worker_count_choose_what_is_loaded",
+            "shard/tests/tts_piper.rs::the_pool_synthesises_as_many_at_once_as_it_has_sessions",
         ],
     },
     Field {

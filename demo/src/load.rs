@@ -1,8 +1,9 @@
 //! Load: N guilds with M simulated users each, all in voice with the bot, talking over each
 //! other for X minutes with generated speech (some lines addressed to the bot, some not),
 //! against the same shard, gateway and simulator as the single-user demo. One summary object:
-//! turns, replies, drops by reason, stop speaking → first bot RTP packet (p50/p95/max), the
-//! process's memory at the start and end of the load, errors.
+//! utterances offered (all, and those addressed to the bot), turns, replies, drops by reason
+//! and in all, stop speaking → first bot RTP packet (p50/p95/max), the process's memory at the
+//! start and end of the load, errors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,8 @@ const LINES: &[&str] = &[
 pub struct Clip {
     pcm48: Vec<f32>,
     speech_end_ms: u64,
+    /// The line names the bot (it should be answered).
+    addressed: bool,
 }
 
 /// The guilds of the load: guild `i` has users `i*M .. i*M+M`.
@@ -88,6 +91,7 @@ pub fn clips() -> anyhow::Result<Vec<Clip>> {
             Ok(Clip {
                 pcm48: voicebot_discord_sim::from_16k(&pcm16),
                 speech_end_ms,
+                addressed: line.starts_with("Jarvis"),
             })
         })
         .collect()
@@ -145,6 +149,11 @@ pub async fn drive(
     let ends: SpeechEnds = Arc::default();
     let mut talkers = Vec::new();
     let talker_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Utterances spoken during the load, and those addressed to the bot.
+    let offered = Arc::new([
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+    ]);
     for (guild, _, users) in guilds {
         for user in users {
             let (sim, clips, ends, user, guild) = (
@@ -155,6 +164,7 @@ pub async fn drive(
                 *guild,
             );
             let errors = talker_errors.clone();
+            let offered = offered.clone();
             talkers.push(tokio::spawn(async move {
                 // Start at different moments, then talk every few seconds: people talk over
                 // each other and over the bot.
@@ -163,6 +173,11 @@ pub async fn drive(
                     let clip = &clips[fastrand::usize(..clips.len())];
                     match sim.speak(guild, &user, &clip.pcm48).await {
                         Ok(spoken) => {
+                            use std::sync::atomic::Ordering::Relaxed;
+                            offered[0].fetch_add(1, Relaxed);
+                            if clip.addressed {
+                                offered[1].fetch_add(1, Relaxed);
+                            }
                             let end = spoken.started + Duration::from_millis(clip.speech_end_ms);
                             lock(&ends)
                                 .entry((guild, user.id.to_string()))
@@ -215,9 +230,14 @@ pub async fn drive(
         "guilds": guilds.len(),
         "speakers": speakers,
         "minutes": minutes,
+        "offered": {
+            "utterances": offered[0].load(std::sync::atomic::Ordering::Relaxed),
+            "addressed": offered[1].load(std::sync::atomic::Ordering::Relaxed),
+        },
         "turns": tally.turns,
         "replied": tally.replied,
         "dropped": tally.dropped,
+        "dropped_total": tally.dropped.values().sum::<u64>(),
         "latency_ms": {
             "p50": percentile(&tally.latencies, 50.0).map(|v| v.round()),
             "p95": percentile(&tally.latencies, 95.0).map(|v| v.round()),

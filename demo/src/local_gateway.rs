@@ -2,7 +2,7 @@
 //!
 //! Both start once per test binary. The fake model streams a known reply token by token; a
 //! marker in the user's message changes its behaviour: `[slow]` (150 ms per token), `[long]`
-//! or the spoken word "story" (40 tokens, 100 ms apart; 300 ms for "story"), `[stall]` (headers, then silence), `[then-stall]` (one sentence of the long reply, then silence), `[fail]` (HTTP 500).
+//! or the spoken word "story" (40 tokens, 100 ms apart; 300 ms for "story"), `[stall]` (headers, then silence), `[then-stall]` (one sentence of the long reply, then silence), `[fail]` (HTTP 500), `[flood]` (a run-on reply of 3,000 words without a full stop, 50 words a token, 2 ms apart: a model that does not stop).
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::Write;
@@ -29,6 +29,15 @@ pub fn user_messages() -> Vec<String> {
 }
 
 static USER_MESSAGES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Every request's whole conversation as the model saw it (each message's text, the system
+/// prompt and the session's history included, one string per request, the newest last): what
+/// tests check of the context a session carries.
+pub fn conversations() -> Vec<String> {
+    CONVERSATIONS.lock().unwrap().clone()
+}
+
+static CONVERSATIONS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// The fake model server.
 pub struct FakeModel {
@@ -160,6 +169,17 @@ async fn serve(
         }
         seen.push(last_user.clone());
     }
+    {
+        let whole = body["messages"]
+            .as_array()
+            .map(|m| m.iter().map(text_of).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default();
+        let mut seen = CONVERSATIONS.lock().unwrap();
+        if seen.len() >= 200 {
+            seen.remove(0);
+        }
+        seen.push(whole);
+    }
     // A message with recent context marks the new turn with "[Now]": only that part counts.
     // (The classifier's prompt quotes the context too; it is recognised by its tag first.)
     let last_user = match last_user.rfind("[Now]") {
@@ -203,6 +223,17 @@ async fn serve(
                     .map(|i| format!("word{i}{} ", if i % 5 == 4 { "." } else { "" }))
                     .collect(),
                 Duration::from_millis(if story { 300 } else { 100 }),
+            )
+        } else if last_user.contains("[flood]") {
+            (
+                (0..60)
+                    .map(|i| {
+                        (0..50)
+                            .map(|j| format!("blah{} ", i * 50 + j))
+                            .collect::<String>()
+                    })
+                    .collect(),
+                Duration::from_millis(2),
             )
         } else if last_user.contains("[slow]") {
             (

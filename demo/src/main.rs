@@ -270,6 +270,8 @@ async fn session(
     }
     let brains = Brains::load(BrainsConfig {
         scope: "demo".into(),
+        // The local gateway may still be starting: the demo's first turn needs it.
+        gateway_wait: Duration::from_secs(60),
         ..BrainsConfig::from_bot(&bot, args.models_dir.clone(), Some(gateway_config), tts_key)
     })
     .await?;
@@ -293,6 +295,7 @@ async fn session(
                 .ok()
                 .filter(|k| !k.trim().is_empty())
                 .map(Secret::new),
+            ca: None,
         })?,
         None => FleetState::memory(),
     };
@@ -326,11 +329,13 @@ async fn session(
     let (stop, shutdown) = watch::channel(false);
     voicebot_shard::pod::observe(&config, metrics.clone());
     let shard = tokio::spawn(run(config, shutdown));
-    sim.wait_for("the bot's slash commands", |e| {
-        matches!(e, SimEvent::Commands { guild: Some(_), .. })
-    })
-    .await
-    .map_err(anyhow::Error::msg)?;
+    let first_guild = load_guilds
+        .as_ref()
+        .and_then(|g| g.first().map(|g| g.0))
+        .unwrap_or(GUILD);
+    sim.wait_for_commands_within(first_guild, Duration::from_secs(60))
+        .await
+        .map_err(anyhow::Error::msg)?;
     eprintln!(
         "ready in {:.1} s: simulator, gateway, shard (models loaded)",
         started.elapsed().as_secs_f64()

@@ -83,6 +83,19 @@ fn guild_json(g: &Guild, bot: &User) -> Value {
     }
     let mut members: Vec<Value> = g.members.iter().map(|u| member_json(u, None)).collect();
     members.push(member_json(bot, None));
+    let voice_states: Vec<Value> = g
+        .voice
+        .iter()
+        .map(|(user, channel)| {
+            json!({
+                "guild_id": g.id.to_string(), "channel_id": channel.to_string(),
+                "user_id": user.to_string(), "session_id": format!("voice-{user}"),
+                "deaf": false, "mute": false, "self_deaf": false, "self_mute": false,
+                "self_stream": false, "self_video": false, "suppress": false,
+                "request_to_speak_timestamp": null,
+            })
+        })
+        .collect();
     json!({
         "id": g.id.to_string(), "name": g.name, "owner_id": g.owner.to_string(), "icon": null,
         "afk_timeout": 300, "default_message_notifications": 0, "explicit_content_filter": 0,
@@ -97,7 +110,7 @@ fn guild_json(g: &Guild, bot: &User) -> Value {
             // View channel, send messages, connect, speak, use voice activity.
             "permissions": "36701184", "position": 0, "flags": 0,
         }],
-        "channels": channels, "members": members, "voice_states": [],
+        "channels": channels, "members": members, "voice_states": voice_states,
         "emojis": [], "stickers": [], "threads": [], "presences": [],
         "stage_instances": [], "guild_scheduled_events": [],
     })
@@ -184,6 +197,7 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
                         shard,
                         seq: 0,
                         tx: Some(tx.clone()),
+                        guilds_sent: false,
                     },
                 );
                 session_id = Some(id.clone());
@@ -216,6 +230,9 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
                         "GUILD_CREATE",
                         guild_json(g, &state.config.bot),
                     );
+                }
+                if let Some(s) = lock(&state.inner).sessions.get_mut(&id) {
+                    s.guilds_sent = true;
                 }
             }
             Some(6) => {
@@ -267,9 +284,24 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
     let _ = writer.await;
 }
 
+/// Who is in which voice channel of `guild`, for the next GUILD_CREATE.
+fn remember_voice(state: &Shared, guild: u64, user: u64, channel: Option<u64>) {
+    if let Some(g) = lock(&state.inner).guilds.get_mut(&guild) {
+        match channel {
+            Some(c) => {
+                g.voice.insert(user, c);
+            }
+            None => {
+                g.voice.remove(&user);
+            }
+        }
+    }
+}
+
 /// Answers a voice state update like Discord: the bot's voice state, then the voice server.
 fn voice_state(state: &Shared, session: &str, guild: u64, channel: Option<u64>, d: &Value) {
     let bot = &state.config.bot;
+    remember_voice(state, guild, bot.id, channel);
     let vs = json!({
         "guild_id": guild.to_string(),
         "channel_id": channel.map(|c| c.to_string()),
@@ -313,6 +345,41 @@ pub(crate) fn move_voice_server(state: &Shared, guild: u64) -> Result<(), String
     Ok(())
 }
 
+/// The bot's commands as `guild` offers them (its own and the global ones), once the guild has
+/// been delivered to a connected shard of the bot; `None` before.
+pub(crate) fn commands_offered(state: &Shared, guild: u64) -> Option<Value> {
+    let inner = lock(&state.inner);
+    inner.guilds.get(&guild)?;
+    let delivered = inner
+        .sessions
+        .values()
+        .any(|s| s.tx.is_some() && s.guilds_sent && shard_of(guild, s.shard[1]) == s.shard[0]);
+    let commands: Vec<Value> = inner
+        .commands
+        .iter()
+        .filter(|((g, _), _)| g.is_none() || *g == Some(guild))
+        .map(|(_, c)| c.clone())
+        .collect();
+    (delivered && !commands.is_empty()).then(|| Value::Array(commands))
+}
+
+/// The bot is removed from a guild: GUILD_DELETE (no `unavailable`) on its shard, and the
+/// guild is gone from the simulator (a new session does not get it).
+pub(crate) fn remove_guild(state: &Shared, guild: u64) -> Result<(), String> {
+    let (session, _) = guild_session(state, guild)?;
+    lock(&state.inner).guilds.remove(&guild);
+    if dispatch(
+        state,
+        &session,
+        "GUILD_DELETE",
+        json!({"id": guild.to_string()}),
+    ) {
+        Ok(())
+    } else {
+        Err("the shard's connection is gone".into())
+    }
+}
+
 fn guild_session(state: &Shared, guild: u64) -> Result<(String, Guild), String> {
     let inner = lock(&state.inner);
     let g = inner
@@ -337,6 +404,7 @@ pub(crate) fn user_voice(
     channel: Option<u64>,
 ) -> Result<(), String> {
     let (session, _) = guild_session(state, guild)?;
+    remember_voice(state, guild, user.id, channel);
     let vs = json!({
         "guild_id": guild.to_string(),
         "channel_id": channel.map(|c| c.to_string()),
@@ -363,14 +431,39 @@ pub(crate) fn inject_command(
     options: Value,
 ) -> Result<u64, String> {
     let (session, g) = guild_session(state, guild)?;
+    let has = g.permissions_of(user.id);
+    // Discord offers a command only to members with all of its default permissions (or
+    // Administrator), unless an admin allowed them; it never reaches the bot otherwise.
+    let registered = {
+        let inner = lock(&state.inner);
+        inner
+            .commands
+            .get(&(Some(guild), command.to_string()))
+            .or_else(|| inner.commands.get(&(None, command.to_string())))
+            .cloned()
+    };
+    let needed: Option<u64> = registered
+        .as_ref()
+        .and_then(|c| c["default_member_permissions"].as_str())
+        .and_then(|p| p.parse().ok());
+    let allowed = g
+        .command_overrides
+        .get(command)
+        .is_some_and(|users| users.contains(&user.id));
+    if let Some(needed) = needed
+        && has & needed != needed
+        && has & (1 << 3) == 0
+        && !allowed
+    {
+        return Err(format!(
+            "Discord does not offer /{command} to {}: it needs permissions {needed} (they have {has})",
+            user.name
+        ));
+    }
     let id = state.id();
     let token = format!("interaction-token-{id}");
     lock(&state.inner).interactions.insert(id, token.clone());
-    let permissions = if user.id == g.owner {
-        "2147483647"
-    } else {
-        "36701184"
-    };
+    let permissions = has.to_string();
     let d = json!({
         "id": id.to_string(),
         "application_id": state.config.application_id.to_string(),
@@ -387,7 +480,7 @@ pub(crate) fn inject_command(
         "authorizing_integration_owners": {"0": guild.to_string()},
         "entitlements": [],
         "attachment_size_limit": 8_388_608,
-        "member": member_json(user, Some(permissions)),
+        "member": member_json(user, Some(&permissions)),
         "data": {
             "id": "1300000000000000001",
             "name": command,

@@ -22,7 +22,7 @@ mod rest;
 mod state;
 mod voice;
 
-pub use state::{Guild, SimConfig, SimEvent, User};
+pub use state::{EVERYONE, Guild, SimConfig, SimEvent, User};
 pub use voice::{BotAudio, Spoken, TlsIdentity, from_16k};
 
 use std::net::SocketAddr;
@@ -100,6 +100,27 @@ impl Simulator {
             .insert(guild.id, guild);
     }
 
+    /// The voice server goes away for `outage`: voice connections are cut without a close
+    /// frame, new ones are refused and voice packets dropped until it is back.
+    pub fn voice_outage(&self, outage: Duration) {
+        voice::voice_outage(&self.state, outage);
+    }
+
+    /// The bot is removed from `guild` (kicked, or the guild deleted): GUILD_DELETE on its
+    /// shard.
+    pub fn remove_guild(&self, guild: u64) -> Result<(), String> {
+        gateway::remove_guild(&self.state, guild)
+    }
+
+    /// The next `times` REST requests whose path (under `/api/v10`) starts with `prefix` are
+    /// answered 429 with `retry_after` seconds, as Discord rate limits (recorded as
+    /// [`SimEvent::RateLimited`]).
+    pub fn rate_limit(&self, prefix: &str, times: u32, retry_after: f64) {
+        state::lock(&self.state.inner)
+            .rate_limits
+            .push((prefix.to_string(), times, retry_after));
+    }
+
     /// Everything the bot does, as it happens.
     pub fn events(&self) -> broadcast::Receiver<SimEvent> {
         self.state.events.subscribe()
@@ -146,18 +167,32 @@ impl Simulator {
         }
     }
 
-    /// Waits until the bot has registered its slash commands in `guild` (its shard is up and
-    /// has seen the guild); returns the commands as sent.
+    /// Waits (30 s) until `guild` offers the bot's slash commands (registered for it or for the
+    /// whole application) and has been delivered to a connected shard of the bot: a user can
+    /// run them now. Returns the commands as registered.
     pub async fn wait_for_commands(&self, guild: u64) -> Result<serde_json::Value, String> {
-        let event = self
-            .wait_for(
-                "the guild's commands",
-                |e| matches!(e, SimEvent::Commands { guild: Some(g), .. } if *g == guild),
-            )
-            .await?;
-        match event {
-            SimEvent::Commands { commands, .. } => Ok(commands),
-            other => Err(format!("expected the guild's commands, got {other:?}")),
+        self.wait_for_commands_within(guild, Duration::from_secs(30))
+            .await
+    }
+
+    /// [`Simulator::wait_for_commands`], waiting up to `within`.
+    pub async fn wait_for_commands_within(
+        &self,
+        guild: u64,
+        within: Duration,
+    ) -> Result<serde_json::Value, String> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(commands) = gateway::commands_offered(&self.state, guild) {
+                return Ok(commands);
+            }
+            if start.elapsed() > within {
+                return Err(format!(
+                    "guild {guild} never offered the bot's commands within {within:?}; the simulator saw: {:#?}",
+                    self.history()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

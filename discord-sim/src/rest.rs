@@ -32,9 +32,62 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<Shared>) {
             patch(edit_original),
         )
         .route("/webhooks/{app}/{token}", post(followup))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limited,
+        ))
         .with_state(state);
     let app = Router::new().nest("/api/v10", api);
     let _ = axum::serve(listener, app).await;
+}
+
+/// Plays Discord's rate limit where a test asked for one: 429, the `retry_after` in the body
+/// and in the headers twilight-http's rate limiter reads (a per-route bucket with nothing left
+/// until it resets).
+async fn rate_limited(
+    State(state): S,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_string();
+    let hit = {
+        let mut inner = lock(&state.inner);
+        inner
+            .rate_limits
+            .iter_mut()
+            .find(|(prefix, left, _)| *left > 0 && path.starts_with(prefix.as_str()))
+            .map(|(_, left, retry_after)| {
+                *left -= 1;
+                *retry_after
+            })
+    };
+    let Some(retry_after) = hit else {
+        return next.run(request).await;
+    };
+    state.record(SimEvent::RateLimited {
+        path,
+        retry_after,
+        at_ms: state.started.elapsed().as_millis() as u64,
+    });
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": false})),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-ratelimit-scope", "user".to_string()),
+        ("x-ratelimit-bucket", "sim-bucket".to_string()),
+        ("x-ratelimit-limit", "1".to_string()),
+        ("x-ratelimit-remaining", "0".to_string()),
+        ("x-ratelimit-reset-after", format!("{retry_after:.3}")),
+        ("retry-after", format!("{}", retry_after.ceil() as u64)),
+    ] {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+    response
 }
 
 fn authorized(state: &Shared, headers: &HeaderMap) -> bool {
@@ -107,6 +160,16 @@ fn register(state: &Shared, guild: Option<u64>, body: Value) -> Response {
             c
         })
         .collect();
+    {
+        // A PUT replaces the whole set (of the guild, or the global one).
+        let mut inner = lock(&state.inner);
+        inner.commands.retain(|(g, _), _| *g != guild);
+        for c in &commands {
+            if let Some(name) = c["name"].as_str() {
+                inner.commands.insert((guild, name.to_string()), c.clone());
+            }
+        }
+    }
     state.record(SimEvent::Commands {
         guild,
         commands: Value::Array(commands.clone()),

@@ -94,7 +94,21 @@ pub struct Guild {
     pub voice_channels: Vec<(u64, String)>,
     /// Members (the bot is added automatically).
     pub members: Vec<User>,
+    /// Members' permissions beyond @everyone's (View Channel, Connect, Speak, Use Voice
+    /// Activity), by user; the owner has every permission.
+    pub permissions: HashMap<u64, u64>,
+    /// Members a server admin allowed to use a command whatever its
+    /// `default_member_permissions` (Server Settings → Integrations), by command name.
+    pub command_overrides: HashMap<String, Vec<u64>>,
+    /// Who is in which voice channel (users and the bot): GUILD_CREATE carries it, as
+    /// Discord's does, so a bot that IDENTIFYs afresh knows who is in voice.
+    pub voice: std::collections::BTreeMap<u64, u64>,
 }
+
+/// What @everyone may do: View Channel, Connect, Speak, Use Voice Activity.
+pub const EVERYONE: u64 = (1 << 10) | (1 << 20) | (1 << 21) | (1 << 25);
+/// Every permission (the owner's).
+pub const ALL: u64 = (1 << 41) - 1;
 
 impl Guild {
     /// A guild owned by `owner` with a text channel (`id + 1`) and one voice channel; the
@@ -109,6 +123,34 @@ impl Guild {
             text_channel: id + 1,
             voice_channels: vec![(voice.0, voice.1.into())],
             members: all,
+            permissions: HashMap::new(),
+            command_overrides: HashMap::new(),
+            voice: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Gives `user` the permissions `bits` (on top of @everyone's), as a role would.
+    pub fn with_permissions(mut self, user: &User, bits: u64) -> Self {
+        self.permissions.insert(user.id, bits);
+        self
+    }
+
+    /// Lets `user` use `command` whatever its default permissions, as a server admin can in
+    /// Server Settings → Integrations (the bot still sees the member's real permissions).
+    pub fn allow_command(mut self, command: &str, user: &User) -> Self {
+        self.command_overrides
+            .entry(command.to_string())
+            .or_default()
+            .push(user.id);
+        self
+    }
+
+    /// A member's permissions in the guild.
+    pub fn permissions_of(&self, user: u64) -> u64 {
+        if user == self.owner {
+            ALL
+        } else {
+            EVERYONE | self.permissions.get(&user).copied().unwrap_or(0)
         }
     }
 }
@@ -151,6 +193,15 @@ pub enum SimEvent {
         /// 0 when it offered none). The simulator itself answers 0 (no end-to-end encryption).
         max_dave_version: u64,
     },
+    /// A REST request answered 429 (a rate limit the test asked for).
+    RateLimited {
+        /// The request's path under `/api/v10`.
+        path: String,
+        /// The `retry_after` it was given, seconds.
+        retry_after: f64,
+        /// When (ms since the simulator started).
+        at_ms: u64,
+    },
     /// Commands registered (`PUT .../commands`).
     Commands {
         /// Guild for guild commands.
@@ -183,6 +234,8 @@ pub(crate) struct Session {
     pub seq: u64,
     /// Frames to send to the bot, while it is connected.
     pub tx: Option<mpsc::UnboundedSender<Out>>,
+    /// Its READY and GUILD_CREATEs have been sent.
+    pub guilds_sent: bool,
 }
 
 pub(crate) struct Inner {
@@ -191,6 +244,11 @@ pub(crate) struct Inner {
     pub history: Vec<SimEvent>,
     /// Interaction id → token.
     pub interactions: HashMap<u64, String>,
+    /// Commands registered: (guild, or `None` for global; name) → definition.
+    pub commands: HashMap<(Option<u64>, String), Value>,
+    /// Rate limits to play: (REST path prefix under `/api/v10`, requests still refused,
+    /// `retry_after` in seconds).
+    pub rate_limits: Vec<(String, u32, f64)>,
 }
 
 pub(crate) struct Shared {
@@ -214,6 +272,8 @@ impl Shared {
                 sessions: HashMap::new(),
                 history: Vec::new(),
                 interactions: HashMap::new(),
+                commands: HashMap::new(),
+                rate_limits: Vec::new(),
             }),
             events: broadcast::channel(1024).0,
             voice,

@@ -155,6 +155,8 @@ struct Stream {
 pub(crate) enum WsOut {
     Text(String),
     Close(u16),
+    /// Drop the connection without a close frame (the server is gone).
+    Cut,
 }
 
 pub(crate) struct VoiceServer {
@@ -162,6 +164,8 @@ pub(crate) struct VoiceServer {
     udp: Arc<UdpSocket>,
     calls: Mutex<HashMap<u64, Call>>,
     next_ssrc: std::sync::atomic::AtomicU32,
+    /// The voice server is gone until then: connections are cut at once, UDP is dropped.
+    down_until: Mutex<Option<Instant>>,
 }
 
 impl VoiceServer {
@@ -175,9 +179,15 @@ impl VoiceServer {
                 udp: Arc::new(udp),
                 calls: Mutex::new(HashMap::new()),
                 next_ssrc: 100.into(),
+                down_until: Mutex::new(None),
             },
             ws,
         ))
+    }
+
+    /// Whether the voice server is gone now.
+    pub(crate) fn down(&self) -> bool {
+        lock(&self.down_until).is_some_and(|t| Instant::now() < t)
     }
 
     fn ssrc(&self) -> u32 {
@@ -239,6 +249,11 @@ impl VoiceServer {
 
 pub(crate) async fn serve_ws(listener: TcpListener, state: Arc<Shared>, tls: Arc<TlsIdentity>) {
     while let Ok((stream, _)) = listener.accept().await {
+        if state.voice.down() {
+            // Gone: the connection is reset, as to a host that went away.
+            drop(stream);
+            continue;
+        }
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -264,10 +279,16 @@ where
 {
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<WsOut>();
+    let cut = Arc::new(tokio::sync::Notify::new());
+    let cut_by_writer = cut.clone();
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
             let msg = match out {
                 WsOut::Text(t) => Message::Text(t.into()),
+                WsOut::Cut => {
+                    cut_by_writer.notify_one();
+                    break;
+                }
                 WsOut::Close(code) => {
                     let _ = sink
                         .send(Message::Close(Some(CloseFrame {
@@ -286,7 +307,12 @@ where
     let _ = tx.send(WsOut::Text(op(8, json!({"heartbeat_interval": 13_750.0}))));
     let voice = &state.voice;
     let mut guild = None;
-    while let Some(Ok(msg)) = stream.next().await {
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = cut.notified() => break,
+        };
+        let Some(Ok(msg)) = next else { break };
         let text = match msg {
             Message::Text(t) => t.to_string(),
             Message::Close(_) => break,
@@ -395,6 +421,9 @@ pub(crate) async fn udp_loop(state: Arc<Shared>) {
         let Ok((n, from)) = voice.udp.recv_from(&mut buf).await else {
             return;
         };
+        if voice.down() {
+            continue;
+        }
         let packet = &mut buf[..n];
         if n == 74 && packet[..2] == [0, 1] {
             let mut reply = [0u8; 74];
@@ -642,6 +671,19 @@ pub(crate) fn bot_audio(state: &Shared, guild: u64) -> BotAudio {
         .get(&guild)
         .map(|c| c.audio.clone())
         .unwrap_or_default()
+}
+
+/// The voice server goes away for `outage`: every voice connection is cut (no close frame),
+/// new ones are refused and UDP is dropped until it is back.
+pub(crate) fn voice_outage(state: &Shared, outage: std::time::Duration) {
+    *lock(&state.voice.down_until) = Some(Instant::now() + outage);
+    let mut calls = lock(&state.voice.calls);
+    for call in calls.values_mut() {
+        call.cipher = None;
+        if let Some(ws) = call.ws.take() {
+            let _ = ws.send(WsOut::Cut);
+        }
+    }
 }
 
 /// Closes the bot's voice WebSocket in `guild` with `code` (4015: the voice server crashed,

@@ -3,9 +3,11 @@
 //! runs two pods with the same shard, and a deleted bot's Redis keys are removed.
 //!
 //! `render` holds the pure resource → objects functions, `reconcile` the controller logic,
-//! `metrics` and `http` the operator's own metrics and health endpoints.
+//! `leader` the Lease that lets one replica reconcile at a time, `metrics` and `http` the
+//! operator's own metrics and health endpoints.
 
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;

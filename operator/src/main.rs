@@ -2,11 +2,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::Parser;
 use futures_util::StreamExt;
 use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
 use voicebot_crds::VoiceBot;
+use voicebot_operator::leader::Election;
 use voicebot_operator::metrics::Metrics;
 use voicebot_operator::reconcile::{self, Capabilities, Context};
 
@@ -31,6 +34,16 @@ struct Args {
         env = "DISCORD_API_URL"
     )]
     discord_api: String,
+    /// The Lease that lets one replica reconcile at a time (empty: no leader election, for a
+    /// single operator run by hand).
+    #[arg(long, default_value = "voicebot-operator", env = "LEASE_NAME")]
+    lease_name: String,
+    /// The Lease's namespace (the operator's own).
+    #[arg(long, default_value = "default", env = "POD_NAMESPACE")]
+    lease_namespace: String,
+    /// This replica's name in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -103,12 +116,43 @@ async fn main() -> anyhow::Result<()> {
         client: client.clone(),
         metrics,
         capabilities,
-        discord_api: args.discord_api,
+        discord_api: args.discord_api.clone(),
         http: reqwest::Client::new(),
+        events: Some(Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "voicebot-operator".into(),
+                instance: args.identity.clone(),
+            },
+        )),
     });
+    // Ready means serving: leading, or standing by to lead.
     ready.store(true, Ordering::Relaxed);
+    let mut leader = if args.lease_name.is_empty() {
+        None
+    } else {
+        let identity = args.identity.clone().unwrap_or_else(|| {
+            format!(
+                "voicebot-operator-{}-{}",
+                std::process::id(),
+                fastrand::u32(..)
+            )
+        });
+        let election = Election::new(
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+            Duration::from_secs(15),
+        );
+        // SIGTERM while standing by: nothing to hand over.
+        tokio::select! {
+            leader = election.acquire(&client) => Some(leader),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = sigterm() => return Ok(()),
+        }
+    };
     tracing::info!("voicebot-operator running");
-    voicebot_operator::controller(&client, args.namespace.as_deref())
+    let controller = voicebot_operator::controller(&client, args.namespace.as_deref())
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
@@ -116,7 +160,33 @@ async fn main() -> anyhow::Result<()> {
                 Ok((obj, _)) => tracing::debug!(name = obj.name, "reconciled"),
                 Err(e) => tracing::debug!("reconcile: {e}"),
             }
-        })
-        .await;
+        });
+    let lost = async {
+        match leader.as_mut() {
+            Some(l) => l.keep().await,
+            None => std::future::pending().await,
+        }
+    };
+    let stopped = tokio::select! {
+        () = controller => true,
+        () = lost => false,
+    };
+    if !stopped {
+        // Another replica may be reconciling already: stop at once; Kubernetes restarts this
+        // one as a candidate.
+        anyhow::bail!("lost the operator lease; exiting so that one replica reconciles at a time");
+    }
+    if let Some(l) = leader {
+        l.release().await;
+    }
     Ok(())
+}
+
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
 }

@@ -23,6 +23,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -33,6 +34,14 @@ use crate::render::{self, APPLIED_HASH, MANAGER, Names};
 
 /// Finalizer that removes the bot's Redis keys.
 pub const FINALIZER: &str = "voicebot.dev/cleanup";
+
+/// Annotation that lets a bot be deleted without its Redis cleanup (`"true"`): the escape
+/// hatch for a Redis that is gone for good. Its keys are left (and named in an Event).
+pub const SKIP_CLEANUP: &str = "voicebot.dev/skip-cleanup";
+
+/// How long a deletion waits for the pods to stop and Redis to answer; after it the bot is
+/// deleted anyway, and a Warning Event says what was left.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Everything a reconcile can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +66,9 @@ pub enum Error {
     /// The finalizer itself failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// A deletion waits for the bot's pods to stop before its Redis keys go (not a failure).
+    #[error("deleting: waiting for {0} pod(s) to stop before removing the Redis keys")]
+    CleanupWaiting(usize),
     /// Fields of the spec that the pods could not honour (nothing is applied until fixed).
     #[error("the spec cannot be run as written: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     InvalidSpec(Vec<voicebot_crds::Invalid>),
@@ -74,6 +86,7 @@ impl Error {
         "DiscordUnavailable",
         "RedisUnavailable",
         "FinalizerFailed",
+        "CleanupWaiting",
         "InvalidSpec",
     ];
 
@@ -89,6 +102,7 @@ impl Error {
             Self::Discord(_) => "DiscordUnavailable",
             Self::Redis(_) => "RedisUnavailable",
             Self::Finalizer(_) => "FinalizerFailed",
+            Self::CleanupWaiting(_) => "CleanupWaiting",
             Self::InvalidSpec(_) => "InvalidSpec",
         }
     }
@@ -147,6 +161,38 @@ pub struct Context {
     pub discord_api: String,
     /// For Discord.
     pub http: reqwest::Client,
+    /// Where reconcile outcomes go as Kubernetes Events on the VoiceBot (phase changes,
+    /// failures, reshards, cleanup); `None`: not published.
+    pub events: Option<Recorder>,
+}
+
+impl Context {
+    /// Publishes an Event on `vb` (best effort: a refused Event is logged, never fatal).
+    async fn event(&self, vb: &VoiceBot, warning: bool, reason: &str, action: &str, note: &str) {
+        let Some(recorder) = &self.events else { return };
+        let mut note = note.to_string();
+        if note.len() > 1000 {
+            let mut end = 1000;
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
+        }
+        let event = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &vb.object_ref(&())).await {
+            tracing::debug!(error = %e, reason, "publishing an event failed");
+        }
+    }
 }
 
 /// Reconciles one VoiceBot (the controller's callback).
@@ -157,7 +203,19 @@ pub async fn reconcile(vb: Arc<VoiceBot>, ctx: Arc<Context>) -> Result<Action, E
     let result = finalizer(&api, FINALIZER, vb, |event| async {
         match event {
             Event::Apply(vb) => apply(&vb, &ctx).await,
-            Event::Cleanup(vb) => cleanup(&vb, &ctx).await,
+            Event::Cleanup(vb) => {
+                let result = cleanup(&vb, &ctx).await;
+                if let Err(e) = &result
+                    && !matches!(e, Error::CleanupWaiting(_))
+                {
+                    let note = format!(
+                        "deleting: {e}; retrying (after {} s the bot is deleted anyway)",
+                        CLEANUP_TIMEOUT.as_secs()
+                    );
+                    ctx.event(&vb, true, e.label(), "Delete", &note).await;
+                }
+                result
+            }
         }
     })
     .await
@@ -171,8 +229,12 @@ pub async fn reconcile(vb: Arc<VoiceBot>, ctx: Arc<Context>) -> Result<Action, E
     result
 }
 
-/// Retry with a delay when a reconcile failed.
+/// Retry with a delay when a reconcile failed (soon, when a deletion waits for its pods).
 pub fn error_policy(_vb: Arc<VoiceBot>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if let Error::CleanupWaiting(_) = error {
+        tracing::info!("{error}");
+        return Action::requeue(Duration::from_secs(2));
+    }
     tracing::warn!(reason = error.label(), "reconcile failed: {error}");
     Action::requeue(Duration::from_secs(15))
 }
@@ -193,6 +255,8 @@ async fn apply(vb: &VoiceBot, ctx: &Context) -> Result<Action, Error> {
             );
             status.phase = Some("Degraded".into());
             let _ = write_status(vb, ctx, status).await;
+            ctx.event(vb, true, e.label(), "Reconcile", &e.to_string())
+                .await;
             Err(e)
         }
     }
@@ -256,6 +320,11 @@ async fn apply_inner(vb: &VoiceBot, ctx: &Context) -> Result<Action, Error> {
                     to = desired.shard_count,
                     "resharded"
                 );
+                let note = format!(
+                    "{} → {} shards: every old pod stopped before the new layout started",
+                    running.shard_count, desired.shard_count
+                );
+                ctx.event(vb, false, "Resharded", "Reshard", &note).await;
                 status.sharding = Some(desired);
                 status.pending_sharding = None;
             } else {
@@ -496,6 +565,27 @@ async fn write_status(vb: &VoiceBot, ctx: &Context, status: VoiceBotStatus) -> R
     )
     .await?;
     ctx.metrics.applied("VoiceBotStatus");
+    let before = vb.status.as_ref().and_then(|s| s.phase.as_deref());
+    if let Some(phase) = status.phase.as_deref()
+        && before != Some(phase)
+        && phase != "Degraded"
+    {
+        // Degraded has its own Event, with the reason of the failure.
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.event(
+            vb,
+            false,
+            phase,
+            "Reconcile",
+            ready.as_deref().unwrap_or_default(),
+        )
+        .await;
+    }
     Ok(())
 }
 
@@ -548,26 +638,116 @@ pub fn ordinal(pod_name: &str) -> Option<u32> {
     pod_name.rsplit('-').next()?.parse().ok()
 }
 
-/// Removes every Redis key of the bot (`voicebot:<namespace>:<name>:*`).
+/// A deleted bot: its pods are stopped first (the StatefulSet scaled to 0), then every Redis
+/// key of the bot (`voicebot:<namespace>:<name>:*`) is removed, so no pod writes a key back
+/// after the cleanup. After [`CLEANUP_TIMEOUT`] (pods stuck, Redis gone) the bot is deleted
+/// anyway and a Warning Event says what was left; [`SKIP_CLEANUP`] skips the Redis part.
 async fn cleanup(vb: &VoiceBot, ctx: &Context) -> Result<Action, Error> {
     let names = Names::of(vb);
+    let prefix = names.redis_prefix();
+    if vb
+        .annotations()
+        .get(SKIP_CLEANUP)
+        .is_some_and(|v| v == "true")
+    {
+        let note = format!("{SKIP_CLEANUP}: the Redis keys under {prefix} are left");
+        tracing::warn!(bot = names.bot, "{note}");
+        ctx.event(vb, true, "CleanupSkipped", "Delete", &note).await;
+        return Ok(Action::await_change());
+    }
+    let waited = vb
+        .meta()
+        .deletion_timestamp
+        .as_ref()
+        .map_or(Duration::ZERO, |t| {
+            let since = k8s_openapi::jiff::Timestamp::now() - t.0;
+            Duration::try_from(since).unwrap_or(Duration::ZERO)
+        });
+    let timed_out = waited >= CLEANUP_TIMEOUT;
+
+    // 1. The pods stop: the StatefulSet (still ours until the bot is gone) goes to 0.
+    if let Some(sharding) = vb.status.as_ref().and_then(|s| s.sharding) {
+        apply_object::<StatefulSet>(ctx, &names, &render::stateful_set(vb, sharding, 0)).await?;
+    }
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let left = pods_api
+        .list(&ListParams::default().labels(&names.selector_string()))
+        .await?
+        .items
+        .len();
+    if left > 0 && !timed_out {
+        return Err(Error::CleanupWaiting(left));
+    }
+
+    // 2. The keys.
     let url = match (&vb.spec.config.redis.url_secret, &vb.spec.config.redis.url) {
-        (Some(secret), _) => Some(secret_value(ctx, &names.namespace, secret).await?),
+        (Some(secret), _) => match secret_value(ctx, &names.namespace, secret).await {
+            Ok(url) => Some(url),
+            Err(e) if timed_out => return give_up(vb, ctx, &prefix, left, &e).await,
+            Err(e) => return Err(e),
+        },
         (None, Some(url)) => Some(url.clone()),
         (None, None) => None,
     };
+    let ca = match &vb.spec.config.redis.ca_secret {
+        Some(secret) => match secret_value(ctx, &names.namespace, secret).await {
+            Ok(pem) => Some(pem.into_bytes()),
+            Err(e) if timed_out => return give_up(vb, ctx, &prefix, left, &e).await,
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
     if let Some(url) = url {
-        let removed = delete_keys(&url, &names.redis_prefix()).await?;
-        tracing::info!(bot = names.bot, removed, "removed the bot's Redis keys");
+        match delete_keys(&url, ca.as_deref(), &prefix).await {
+            Ok(removed) => {
+                tracing::info!(bot = names.bot, removed, "removed the bot's Redis keys");
+                let note = format!("the pods stopped; {removed} Redis keys under {prefix} removed");
+                ctx.event(vb, false, "Cleaned", "Delete", &note).await;
+            }
+            Err(e) if timed_out => return give_up(vb, ctx, &prefix, left, &e).await,
+            Err(e) => return Err(e),
+        }
+    }
+    if left > 0 {
+        return give_up(vb, ctx, &prefix, left, &Error::CleanupWaiting(left)).await;
     }
     Ok(Action::await_change())
 }
 
+/// The deletion has waited [`CLEANUP_TIMEOUT`]: the bot goes, and an Event says what is left.
+async fn give_up(
+    vb: &VoiceBot,
+    ctx: &Context,
+    prefix: &str,
+    pods_left: usize,
+    why: &Error,
+) -> Result<Action, Error> {
+    let note = format!(
+        "deleted after {} s without a full cleanup ({why}); {pods_left} pod(s) still running; Redis keys under {prefix} may be left",
+        CLEANUP_TIMEOUT.as_secs()
+    );
+    tracing::warn!(bot = vb.name_any(), "{note}");
+    ctx.event(vb, true, "CleanupTimedOut", "Delete", &note)
+        .await;
+    Ok(Action::await_change())
+}
+
 /// Deletes the keys under `prefix` (SCAN + DEL in batches); the count removed.
-pub async fn delete_keys(url: &str, prefix: &str) -> Result<u64, Error> {
+/// `ca`: the PEM CA of Redis's TLS certificate (`rediss://`), else the system's roots.
+pub async fn delete_keys(url: &str, ca: Option<&[u8]>, prefix: &str) -> Result<u64, Error> {
     // Redis errors can quote the URL, password included: keep only the kind.
     let redis_err = |e: redis::RedisError| Error::Redis(format!("{:?}", e.kind()));
-    let client = redis::Client::open(url).map_err(redis_err)?;
+    let client = match ca {
+        Some(ca) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            },
+        ),
+        None => redis::Client::open(url),
+    }
+    .map_err(redis_err)?;
     let mut conn = tokio::time::timeout(
         Duration::from_secs(10),
         client.get_multiplexed_async_connection(),

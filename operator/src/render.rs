@@ -212,6 +212,9 @@ pub fn stateful_set(vb: &VoiceBot, sharding: Sharding, replicas: u32) -> Statefu
     if let Some(key) = &config.redis.seal_key_secret {
         env.push(secret_env(secret_vars::STATE_KEY, key));
     }
+    if let Some(ca) = &config.redis.ca_secret {
+        env.push(secret_env(secret_vars::REDIS_CA, ca));
+    }
 
     let mut limits = BTreeMap::new();
     let mut requests = BTreeMap::new();
@@ -721,7 +724,8 @@ mod tests {
             "models": {"tts": {"backend": "http", "url": "http://tts:8000/v1",
                                "apiKeySecret": {"name": "tts", "key": "apiKey"}}},
             "redis": {"urlSecret": {"name": "redis", "key": "url"},
-                      "sealKeySecret": {"name": "voicebot-state", "key": "key"}},
+                      "sealKeySecret": {"name": "voicebot-state", "key": "key"},
+                      "caSecret": {"name": "redis-tls", "key": "ca.crt"}},
         }));
         let pod = pod_of(&vb);
         let c = &pod.containers[0];
@@ -757,6 +761,9 @@ mod tests {
             env["VOICEBOT_STATE_KEY"].value.is_none(),
             "the key travels by reference only"
         );
+        let ca = env["REDIS_CA"].value_from.as_ref().unwrap();
+        let ca = ca.secret_key_ref.as_ref().unwrap();
+        assert_eq!((ca.name.as_str(), ca.key.as_str()), ("redis-tls", "ca.crt"));
         assert_eq!(service(&vb).spec.unwrap().ports.unwrap()[0].port, 9400);
         // The endpoint and the model are configuration, in the ConfigMap the shard parses.
         let text = config_map(&vb).data.unwrap()["voicebot.json"].clone();

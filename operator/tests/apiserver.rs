@@ -54,7 +54,12 @@ impl Cluster {
             "{} is missing: run scripts/setup.sh (it builds kube-apiserver from Debian's source)",
             apiserver.display()
         );
-        let dir = std::env::temp_dir().join(format!("voicebot-apiserver-{}", std::process::id()));
+        // One directory per cluster: the tests of this file run at once, in one process.
+        let dir = std::env::temp_dir().join(format!(
+            "voicebot-apiserver-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let dir = TempDir(dir);
@@ -265,6 +270,13 @@ async fn the_operator_runs_a_voicebot_on_a_real_api_server() {
         capabilities,
         discord_api: "http://127.0.0.1:1".into(),
         http: reqwest::Client::new(),
+        events: Some(kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "voicebot-operator".into(),
+                instance: Some("test".into()),
+            },
+        )),
     });
     let operator = tokio::spawn(
         voicebot_operator::controller(&client, None)
@@ -494,9 +506,32 @@ async fn the_operator_runs_a_voicebot_on_a_real_api_server() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    // A pod of the new layout runs: the finalizer stops it before it touches Redis.
+    add_pod(&pods, 0).await;
     bots.delete("jarvis", &DeleteParams::default())
         .await
         .unwrap();
+    eventually("the scale-down before the cleanup", || async {
+        let s = sets.get("jarvis-shard").await.ok()?;
+        (s.spec.replicas == Some(0)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kept: Vec<String> = redis::cmd("KEYS")
+        .arg("voicebot:bots:jarvis:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1, "keys removed while a pod still ran");
+    pods.delete(
+        "jarvis-shard-0",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
     eventually("the bot to be gone", || async {
         bots.get_opt("jarvis")
             .await
@@ -510,5 +545,67 @@ async fn the_operator_runs_a_voicebot_on_a_real_api_server() {
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
+    // What happened is in the bot's Events (events.k8s.io/v1, as `kubectl describe` shows).
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "bots");
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["Ready", "Resharded", "Cleaned"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reason}: {reasons:?}");
+    }
     operator.abort();
+}
+
+/// Leader election on a real API server: one replica leads; a second waits while the lease
+/// is renewed, and takes it at once when the leader releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_operator_replica_leads_at_a_time() {
+    use voicebot_operator::leader::Election;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = Cluster::start();
+    let client = cluster.client().await;
+    let a = Election::new("default", "voicebot-operator", "a", Duration::from_secs(3));
+    let b = Election::new("default", "voicebot-operator", "b", Duration::from_secs(3));
+    let mut leader = a
+        .try_acquire(&client)
+        .await
+        .unwrap()
+        .expect("a free lease is taken");
+    assert!(
+        b.try_acquire(&client).await.unwrap().is_none(),
+        "a holds it"
+    );
+    // a keeps renewing: b still cannot take it after a whole lease duration.
+    let keep = tokio::spawn(async move {
+        tokio::select! {
+            () = leader.keep() => None,
+            () = tokio::time::sleep(Duration::from_secs(5)) => Some(leader),
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        b.try_acquire(&client).await.unwrap().is_none(),
+        "a renews, so the lease stays a's"
+    );
+    let leader = keep.await.unwrap().expect("a kept the lease");
+    let released = Instant::now();
+    leader.release().await;
+    let b_leads = b.acquire(&client).await;
+    eprintln!(
+        "lease released → the next replica leads in {:?}",
+        released.elapsed()
+    );
+    assert_eq!(b_leads.identity(), "b");
+    assert!(released.elapsed() < Duration::from_secs(3));
+    // A leader that stops renewing (killed) loses the lease once it expires.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        a.try_acquire(&client).await.unwrap().is_some(),
+        "an expired lease is taken"
+    );
 }

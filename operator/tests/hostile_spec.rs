@@ -109,9 +109,28 @@ proptest! {
         if let Ok(vb) = serde_json::from_value::<VoiceBot>(v) {
             let count = vb.spec.shards.count.unwrap_or(1);
             let sharding = Sharding::new(count, vb.spec.shards.per_pod);
-            let _ = serde_json::to_value(render::config_map(&vb)).unwrap();
+            // What the pod parses is what the user wrote: the ConfigMap reads back as the spec.
+            let cm = render::config_map(&vb);
+            let text = cm.data.as_ref().and_then(|d| d.get("voicebot.json")).cloned().unwrap_or_default();
+            let back: voicebot_config::BotConfig = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(&back, &vb.spec.config);
             let _ = serde_json::to_value(render::service(&vb)).unwrap();
-            let _ = serde_json::to_value(render::stateful_set(&vb, sharding, sharding.pods)).unwrap();
+            let sts = render::stateful_set(&vb, sharding, sharding.pods);
+            prop_assert_eq!(sts.spec.replicas, Some(sharding.pods as i32));
+            let pod = sts.spec.template.spec.as_ref().unwrap();
+            let env = pod.containers[0].env.clone().unwrap_or_default();
+            let var = |name: &str| env.iter().find(|e| e.name == name).cloned();
+            prop_assert_eq!(
+                var("SHARD_COUNT").and_then(|e| e.value),
+                Some(sharding.shard_count.to_string())
+            );
+            // Secrets travel by reference only.
+            for name in ["DISCORD_TOKEN", "OPENCLAW_GATEWAY_TOKEN", "REDIS_URL", "TTS_API_KEY", "VOICEBOT_STATE_KEY", "REDIS_CA"] {
+                if let Some(e) = var(name) {
+                    prop_assert!(e.value.is_none() && e.value_from.is_some(), "{name}: {e:?}");
+                }
+            }
+            let _ = serde_json::to_value(sts).unwrap();
             let _ = render::pod_disruption_budget(&vb, "policy/v1");
             let _ = render::service_monitor(&vb);
         }

@@ -12,10 +12,13 @@ use std::sync::{Arc, Mutex};
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 use voicebot_crds::VoiceBot;
 use voicebot_operator::metrics::Metrics;
-use voicebot_operator::reconcile::{Capabilities, Context, FINALIZER, reconcile};
+use voicebot_operator::reconcile::{
+    CLEANUP_TIMEOUT, Capabilities, Context, FINALIZER, SKIP_CLEANUP, reconcile,
+};
 
 use common::Redis;
 
@@ -129,6 +132,18 @@ fn answer(store: &Shared, req: Request<Vec<u8>>) -> (u16, Value) {
             st.objects.insert(path, obj.clone());
             (200, obj)
         }
+        Method::POST => {
+            // A create (Events): stored under its name.
+            st.version += 1;
+            st.writes.push(("POST".into(), path.clone()));
+            let Some(name) = body["metadata"]["name"].as_str().map(str::to_string) else {
+                return (422, status(422, "Invalid"));
+            };
+            let mut obj = body;
+            obj["metadata"]["resourceVersion"] = json!(st.version.to_string());
+            st.objects.insert(format!("{path}/{name}"), obj.clone());
+            (201, obj)
+        }
         _ => (405, status(405, "MethodNotAllowed")),
     }
 }
@@ -184,8 +199,16 @@ impl Harness {
     fn new(bot: Value) -> Self {
         let store: Shared = Arc::default();
         store.lock().unwrap().objects.insert(BOT.into(), bot);
+        let client = client(store.clone());
         let ctx = Arc::new(Context {
-            client: client(store.clone()),
+            events: Some(Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "voicebot-operator".into(),
+                    instance: Some("test".into()),
+                },
+            )),
+            client,
             metrics: Metrics::new(),
             capabilities: Capabilities {
                 pdb_api_version: Some("policy/v1".into()),
@@ -246,6 +269,34 @@ impl Harness {
 
     fn status(&self) -> Value {
         self.get(BOT).unwrap()["status"].clone()
+    }
+
+    /// The Events published so far: (type, reason, note).
+    fn events(&self) -> Vec<(String, String, String)> {
+        let st = self.store.lock().unwrap();
+        st.objects
+            .iter()
+            .filter(|(p, _)| p.starts_with("/apis/events.k8s.io/v1/namespaces/bots/events/"))
+            .map(|(_, e)| {
+                (
+                    e["type"].as_str().unwrap_or_default().to_string(),
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                    e["note"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn finalizers(&self) -> Value {
+        self.get(BOT).unwrap()["metadata"]["finalizers"].clone()
+    }
+
+    /// Marks the bot deleted, `ago` ago.
+    fn delete(&self, ago: std::time::Duration) {
+        let at = std::time::SystemTime::now() - ago;
+        let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let ts = k8s_openapi::jiff::Timestamp::from_second(secs).unwrap();
+        self.edit_bot(|b| b["metadata"]["deletionTimestamp"] = json!(ts.to_string()));
     }
 }
 
@@ -379,6 +430,11 @@ async fn a_reshard_stops_every_old_pod_before_the_new_layout_starts() {
     );
     assert!(status.get("pendingSharding").is_none() || status["pendingSharding"].is_null());
     assert_eq!(status["observedGeneration"], 2);
+    // `kubectl describe voicebot` tells the story.
+    let reasons: Vec<String> = h.events().into_iter().map(|e| e.1).collect();
+    for reason in ["Progressing", "Resharding", "Resharded"] {
+        assert!(reasons.iter().any(|r| r == reason), "{reason}: {reasons:?}");
+    }
 }
 
 #[tokio::test]
@@ -451,7 +507,17 @@ async fn deleting_a_bot_removes_its_redis_keys_and_only_its_own() {
     );
     h.reconcile().await.unwrap();
     h.reconcile().await.unwrap();
-    h.edit_bot(|b| b["metadata"]["deletionTimestamp"] = json!("2026-11-25T00:00:00Z"));
+    // A pod still runs: the keys stay until it stops (it could write them back), and the
+    // StatefulSet is scaled to 0 so that it does.
+    h.add_pod(0, true);
+    h.delete(std::time::Duration::from_secs(1));
+    assert_eq!(h.reconcile().await.unwrap_err(), "CleanupWaiting");
+    let sts = h.get(STS).unwrap();
+    assert_eq!(sts["spec"]["replicas"], 0, "{sts}");
+    let n: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert_eq!(n, 1201, "keys removed while a pod still ran");
+    assert_eq!(h.finalizers()[0], FINALIZER);
+    h.remove_pods();
     h.reconcile().await.unwrap();
 
     let left: Vec<String> = redis::cmd("KEYS")
@@ -460,10 +526,17 @@ async fn deleting_a_bot_removes_its_redis_keys_and_only_its_own() {
         .await
         .unwrap();
     assert_eq!(left, vec!["voicebot:bots:sage:guild:1".to_string()]);
-    let finalizers = &h.get(BOT).unwrap()["metadata"]["finalizers"];
+    let finalizers = h.finalizers();
     assert!(
         finalizers.as_array().is_none_or(|f| f.is_empty()),
         "{finalizers}"
+    );
+    let events = h.events();
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, n)| t == "Normal" && r == "Cleaned" && n.contains("1200 Redis keys")),
+        "{events:?}"
     );
 }
 
@@ -471,8 +544,59 @@ async fn deleting_a_bot_removes_its_redis_keys_and_only_its_own() {
 async fn an_unreachable_redis_keeps_the_finalizer_and_says_why() {
     let h = Harness::new(bot(1));
     h.reconcile().await.unwrap();
-    h.edit_bot(|b| b["metadata"]["deletionTimestamp"] = json!("2026-11-25T00:00:00Z"));
+    h.delete(std::time::Duration::from_secs(1));
     let err = h.reconcile().await.unwrap_err();
     assert_eq!(err, "RedisUnavailable");
-    assert_eq!(h.get(BOT).unwrap()["metadata"]["finalizers"][0], FINALIZER);
+    assert_eq!(h.finalizers()[0], FINALIZER);
+    let events = h.events();
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "RedisUnavailable"),
+        "{events:?}"
+    );
+}
+
+/// A deletion cannot hang forever on a Redis that is gone: after the timeout the bot is
+/// deleted, and a Warning Event says the keys may be left.
+#[tokio::test]
+async fn a_deletion_gives_up_on_redis_after_the_timeout_and_says_so() {
+    let h = Harness::new(bot(1));
+    h.reconcile().await.unwrap();
+    h.delete(CLEANUP_TIMEOUT + std::time::Duration::from_secs(1));
+    h.reconcile().await.unwrap();
+    let finalizers = h.finalizers();
+    assert!(
+        finalizers.as_array().is_none_or(|f| f.is_empty()),
+        "{finalizers}"
+    );
+    let events = h.events();
+    assert!(
+        events.iter().any(|(t, r, n)| t == "Warning"
+            && r == "CleanupTimedOut"
+            && n.contains("voicebot:bots:jarvis:")),
+        "{events:?}"
+    );
+}
+
+/// The escape hatch: an annotation deletes the bot at once, without Redis.
+#[tokio::test]
+async fn the_skip_cleanup_annotation_deletes_at_once() {
+    let h = Harness::new(bot(1));
+    h.reconcile().await.unwrap();
+    h.edit_bot(|b| b["metadata"]["annotations"] = json!({ SKIP_CLEANUP: "true" }));
+    h.delete(std::time::Duration::from_secs(1));
+    h.reconcile().await.unwrap();
+    let finalizers = h.finalizers();
+    assert!(
+        finalizers.as_array().is_none_or(|f| f.is_empty()),
+        "{finalizers}"
+    );
+    assert!(
+        h.events()
+            .iter()
+            .any(|(t, r, _)| t == "Warning" && r == "CleanupSkipped"),
+        "{:?}",
+        h.events()
+    );
 }

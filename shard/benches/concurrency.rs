@@ -185,14 +185,14 @@ fn main() {
     };
     let first = Models::load(paths, WhisperModel::TinyEn, stt, 1).unwrap();
     let vads = VadSource::new(&first);
-    let voice = Voice::Piper(Arc::new(Mutex::new(
+    let voice = Voice::piper(
         PiperVoice::load(
             &first.env,
             &first.paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap(),
             1,
         )
         .unwrap(),
-    )));
+    );
     let mut all = vec![first];
     for _ in 1..workers {
         let more = all[0].fork(1).unwrap();

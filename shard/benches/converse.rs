@@ -34,13 +34,11 @@ fn main() {
     let paths = ModelPaths::locate(None, WhisperModel::TinyEn).unwrap();
     let voice_path = paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap();
     let mut models = Models::load(paths, WhisperModel::TinyEn, SttConfig::default(), 2).unwrap();
-    let voice = Arc::new(Mutex::new(
-        PiperVoice::load(&models.env, &voice_path, 1).unwrap(),
-    ));
+    let mut piper = PiperVoice::load(&models.env, &voice_path, 1).unwrap();
 
     // Piper alone, and espeak-ng's own voice (the second local voice, `espeak:en-us+f3`) on
     // the same sentences: per-sentence time and real-time factor.
-    let (ttfa, rtf) = time_sentences(|s| (voice.lock().unwrap().synthesize(s).unwrap(), 22_050));
+    let (ttfa, rtf) = time_sentences(|s| (piper.synthesize(s).unwrap(), 22_050));
     let (es_ttfa, es_rtf) =
         time_sentences(|s| voicebot_shard::speak::espeak::synthesize(s, "en-us+f3").unwrap());
 
@@ -65,7 +63,7 @@ fn main() {
         Sensitivity::Low,
     )
     .with_gateway(client, None)
-    .with_voice(voicebot_shard::speak::tts::Voice::Piper(voice));
+    .with_voice(voicebot_shard::speak::tts::Voice::piper(piper));
     rt.block_on(conv.respond("warm", "Jarvis, warm up.", 0));
 
     let questions = [

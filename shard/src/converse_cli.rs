@@ -2,7 +2,7 @@
 //! its speech — one record per utterance.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use voicebot_shard::converse::classifier::GatewayClassifier;
@@ -82,9 +82,7 @@ impl Responder {
             )?;
             conversation = conversation
                 .with_gateway(client, Some(classifier))
-                .with_voice(voicebot_shard::speak::tts::Voice::Piper(Arc::new(
-                    Mutex::new(voice),
-                )));
+                .with_voice(voicebot_shard::speak::tts::Voice::piper(voice));
         }
         Ok(Self {
             rt,

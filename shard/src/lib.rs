@@ -17,6 +17,7 @@ pub mod pod;
 pub mod secret;
 pub mod speak;
 pub mod state;
+pub mod throttle;
 
 pub use error::{Error, Result};
 

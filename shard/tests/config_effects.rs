@@ -42,6 +42,8 @@ async fn brains(bot: &BotConfig, with_gateway: bool, tts_key: Option<&str>) -> B
     let gw = with_gateway.then(|| gateway::shared_gateway().client_config());
     let mut config = BrainsConfig::from_bot(bot, None, gw, tts_key.map(Secret::new));
     config.scope = format!("effects-{}", fastrand::u32(..));
+    // The gateway may still be starting (it shares 2 cores with the other tests).
+    config.gateway_wait = std::time::Duration::from_secs(90);
     let mut brains = Brains::load(config)
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", gateway::shared_gateway().log_tail()));
@@ -114,7 +116,7 @@ async fn agents_answer_to_their_aliases_with_their_persona_and_voice() {
     let brains = brains(&b, true, None).await;
 
     // Jarvis is called by his alias: addressed, and his persona reaches the model.
-    let mut jarvis = brains.conversation("jarvis", 1, Sensitivity::Low);
+    let mut jarvis = brains.conversation("jarvis", 1, 10, Sensitivity::Low);
     jarvis.humans_present = 3;
     let r = jarvis
         .respond("ann", "Jeeves, what is seven plus seven?", 1_000)
@@ -132,7 +134,7 @@ async fn agents_answer_to_their_aliases_with_their_persona_and_voice() {
 
     // The alias is Jarvis's only: Sage does not take it; Sage answers to her name, with her
     // persona, not his.
-    let mut sage = brains.conversation("sage", 2, Sensitivity::Low);
+    let mut sage = brains.conversation("sage", 2, 10, Sensitivity::Low);
     sage.humans_present = 3;
     let r = sage
         .respond("ann", "Jeeves, what is seven plus seven?", 1_000)
@@ -167,15 +169,65 @@ async fn agents_answer_to_their_aliases_with_their_persona_and_voice() {
     }
 }
 
+/// Not a field, but the pod's own choice: a conversation (and the agent's OpenClaw session) is
+/// per voice channel, so what was said in one channel is never context in another one of the
+/// same guild; within a channel, the session carries what was said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_voice_channel_is_its_own_conversation() {
+    let b = bot(serde_json::json!({}));
+    let brains = brains(&b, true, None).await;
+    let guild = 40 + std::process::id() as u64 % 1000 * 1000;
+    let mut first = brains.conversation("jarvis", guild, 1, Sensitivity::Low);
+    let mut second = brains.conversation("jarvis", guild, 2, Sensitivity::Low);
+    assert_ne!(first.session_key(), second.session_key());
+    let seen_with = |needle: &str| {
+        gateway::conversations()
+            .into_iter()
+            .rev()
+            .find(|c| c.contains(needle))
+            .unwrap_or_else(|| panic!("no request with {needle:?}"))
+    };
+
+    let r = first
+        .respond("ann", "Jarvis, the code word is pineapple.", 1_000)
+        .await;
+    assert!(r.addressed, "{:?}", r.reason);
+    let r = first
+        .respond("ann", "Jarvis, repeat the code word please.", 9_000)
+        .await;
+    assert!(r.addressed, "{:?}", r.reason);
+    let same_channel = seen_with("repeat the code word");
+    assert!(
+        same_channel.contains("pineapple"),
+        "the channel's own session carries its history: {same_channel}"
+    );
+
+    let r = second
+        .respond("bob", "Jarvis, what is the code word?", 1_000)
+        .await;
+    assert!(r.addressed, "{:?}", r.reason);
+    let other_channel = seen_with("what is the code word");
+    assert!(
+        !other_channel.contains("pineapple"),
+        "another channel of the guild must not see the first one's words: {other_channel}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whisper_size_and_worker_count_choose_what_is_loaded() {
+    let piper_sessions = |b: &Brains| match &b.voice {
+        Some(voicebot_shard::speak::tts::Voice::Piper(p)) => p.size(),
+        _ => 0,
+    };
     let tiny = brains(&bot(serde_json::json!({})), false, None).await;
     let models = tiny.models.as_ref().unwrap();
     assert!(models.whisper.ends_with("ggml-tiny.en.bin"), "{models:?}");
     assert_eq!(tiny.pool.workers(), 2, "limits.workers defaults to 2");
+    assert_eq!(piper_sessions(&tiny), 2, "limits.ttsWorkers defaults to 2");
     drop(tiny);
     let base = brains(
-        &bot(serde_json::json!({"models": {"whisper": "base"}, "limits": {"workers": 1}})),
+        &bot(serde_json::json!({"models": {"whisper": "base"},
+                                "limits": {"workers": 1, "ttsWorkers": 3}})),
         false,
         None,
     )
@@ -183,6 +235,7 @@ async fn the_whisper_size_and_worker_count_choose_what_is_loaded() {
     let models = base.models.as_ref().unwrap();
     assert!(models.whisper.ends_with("ggml-base.bin"), "{models:?}");
     assert_eq!(base.pool.workers(), 1);
+    assert_eq!(piper_sessions(&base), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +245,7 @@ async fn the_default_sensitivity_is_what_a_guild_gets_until_it_picks() {
     for (level, addressed) in [("low", false), ("medium", true)] {
         let b = bot(serde_json::json!({"defaultSensitivity": level}));
         let brains = brains(&b, true, None).await;
-        let mut c = brains.conversation("jarvis", 7, b.default_sensitivity);
+        let mut c = brains.conversation("jarvis", 7, 10, b.default_sensitivity);
         c.humans_present = 3;
         let r = c
             .respond("ann", "What is the capital of Peru?", 1_000)
@@ -263,7 +316,7 @@ async fn the_http_backend_speaks_through_the_endpoint_with_the_key_from_the_secr
     let keyed = brains(&b, true, Some(KEY)).await;
     for (agent, voice) in [("jarvis", "onyx"), ("sage", "nova")] {
         let before = seen.lock().unwrap().len();
-        let mut c = keyed.conversation(agent, 3, Sensitivity::Low);
+        let mut c = keyed.conversation(agent, 3, 10, Sensitivity::Low);
         c.humans_present = 1;
         let r = c.respond("ann", "what is two plus two", 1_000).await;
         assert!(r.reply.is_some(), "{agent}: {r:?}");
@@ -287,7 +340,7 @@ async fn the_http_backend_speaks_through_the_endpoint_with_the_key_from_the_secr
     }
     // Without the key the endpoint refuses, and the turn says so without the key in it.
     let keyless = brains(&b, true, None).await;
-    let mut c = keyless.conversation("jarvis", 4, Sensitivity::Low);
+    let mut c = keyless.conversation("jarvis", 4, 10, Sensitivity::Low);
     c.humans_present = 1;
     let before = seen.lock().unwrap().len();
     let r = c.respond("ann", "what is two plus two", 1_000).await;

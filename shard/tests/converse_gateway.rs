@@ -6,7 +6,7 @@ mod common;
 #[path = "../../demo/src/local_gateway.rs"]
 mod gateway;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use voicebot_shard::converse::classifier::GatewayClassifier;
@@ -54,9 +54,7 @@ async fn conversation(sensitivity: Sensitivity, humans: usize, with_voice: bool)
         let env = onnx_environment(&paths.onnxruntime).unwrap();
         let voice =
             PiperVoice::load(&env, &paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap(), 1).unwrap();
-        c = c.with_voice(voicebot_shard::speak::tts::Voice::Piper(Arc::new(
-            Mutex::new(voice),
-        )));
+        c = c.with_voice(voicebot_shard::speak::tts::Voice::piper(voice));
     }
     c.humans_present = humans;
     c
@@ -95,6 +93,31 @@ async fn low_sensitivity_answers_names_follow_ups_and_nothing_else() {
     // Long after the reply, Ann needs the name again.
     let r = c.respond("ann", "and five plus five?", 120_000).await;
     assert!(!r.addressed, "{:?}", r.reason);
+}
+
+/// A model that does not stop (3,000 words, no full stop) is not spoken to the end: what is
+/// said stops at the limit, at a word, and the run is aborted at the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_does_not_stop_is_cut_at_the_limit() {
+    use voicebot_shard::converse::engine::MAX_SPOKEN_CHARS;
+    let mut c = conversation(Sensitivity::Low, 1, false).await;
+    let r = c.respond("ann", "Tell me everything [flood]", 1_000).await;
+    assert!(r.truncated, "{r:?}");
+    let said = r.reply.as_deref().unwrap_or_default();
+    let n = said.chars().count();
+    assert!(
+        n <= MAX_SPOKEN_CHARS && n > MAX_SPOKEN_CHARS - 20,
+        "{n} characters said"
+    );
+    assert!(said.starts_with("blah0 blah1 "), "{said}");
+    assert!(
+        said.ends_with(|ch: char| ch.is_ascii_digit()),
+        "cut inside a word: {said}"
+    );
+    // What the listeners heard is what the context keeps; a normal reply follows.
+    let r = c.respond("ann", "what is two plus two", 60_000).await;
+    assert!(!r.truncated);
+    assert_eq!(r.reply.as_deref(), Some(gateway::reply_text().as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,13 +10,14 @@ use twilight_gateway::{
     ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _,
 };
 use twilight_model::channel::message::MessageFlags;
+use twilight_model::guild::Permissions;
 use twilight_model::http::interaction::{
     InteractionResponse, InteractionResponseData, InteractionResponseType,
 };
 use twilight_model::id::Id;
 use voicebot_discord_sim::{Guild, SimConfig, SimEvent, Simulator, User};
 use voicebot_shard::converse::relevance::Sensitivity;
-use voicebot_shard::discord::commands::{self, SlashCommand};
+use voicebot_shard::discord::commands::{self, CommandPermissions, SlashCommand};
 
 const GUILD: u64 = 1_400_000_000_000_000_001;
 
@@ -28,20 +29,28 @@ async fn commands_are_registered_parsed_and_refused_with_a_reason() {
     let app = Id::new(config.application_id);
     let owner = User::new(1_500_000_000_000_000_001, "Ann", false);
     let guest = User::new(1_500_000_000_000_000_002, "Bob", false);
+    let plain = User::new(1_500_000_000_000_000_003, "Cy", false);
     let sim = Simulator::start(config).await.unwrap();
-    sim.add_guild(Guild::new(
-        GUILD,
-        &owner,
-        (1_400_000_000_000_000_010, "Lounge"),
-        std::slice::from_ref(&guest),
-    ));
+    sim.add_guild(
+        Guild::new(
+            GUILD,
+            &owner,
+            (1_400_000_000_000_000_010, "Lounge"),
+            &[guest.clone(), plain.clone()],
+        )
+        .with_permissions(&guest, Permissions::MOVE_MEMBERS.bits()),
+    );
+    let permissions = CommandPermissions::default();
     let agents = vec!["jarvis".to_string(), "sage".to_string()];
     let http = twilight_http::Client::builder()
         .token(token.clone())
         .proxy(sim.http_proxy(), true)
         .build();
     http.interaction(app)
-        .set_guild_commands(Id::new(GUILD), &commands::definitions("jarvis", &agents))
+        .set_guild_commands(
+            Id::new(GUILD),
+            &commands::definitions("jarvis", &agents, &permissions),
+        )
         .await
         .unwrap();
     let registered = sim
@@ -81,7 +90,7 @@ async fn commands_are_registered_parsed_and_refused_with_a_reason() {
             &guest,
             json!([{"name": "sensitivity", "type": 1,
                     "options": [{"name": "level", "type": 3, "value": "low"}]}]),
-            Err("Changing the agent or the sensitivity needs the Manage Server permission."),
+            Err("`/jarvis sensitivity` needs the Move Members and Manage Server permissions."),
         ),
         (
             &guest,
@@ -95,6 +104,16 @@ async fn commands_are_registered_parsed_and_refused_with_a_reason() {
             Err("There is no agent called `hal`. Available: jarvis, sage."),
         ),
     ];
+    // Discord does not offer the command to a member without Move Members.
+    assert!(
+        sim.run_command(
+            GUILD,
+            &plain,
+            "jarvis",
+            json!([{"name": "status", "type": 1}])
+        )
+        .is_err()
+    );
     for (user, options, expected) in cases {
         let id = sim.run_command(GUILD, user, "jarvis", options).unwrap();
         let interaction = tokio::time::timeout(Duration::from_secs(20), async {
@@ -109,7 +128,7 @@ async fn commands_are_registered_parsed_and_refused_with_a_reason() {
         .await
         .expect("the interaction");
         assert_eq!(interaction.id.get(), id);
-        let parsed = commands::parse("jarvis", &interaction, &agents);
+        let parsed = commands::parse("jarvis", &interaction, &agents, &permissions);
         let content = match (&parsed, &expected) {
             (Ok(got), Ok(want)) => {
                 assert_eq!(got, want);

@@ -1,5 +1,7 @@
-//! The shard's gateway loop against the Discord simulator: commands registered per guild,
-//! `/jarvis join` follows the user into voice, settings refused without Manage Server, the bot
+//! The shard's gateway loop against the Discord simulator: commands registered once for the
+//! application (and again after Discord's 429 says when),
+//! `/jarvis join` follows the user into voice, commands refused without their permissions
+//! (Discord's `default_member_permissions`, and the bot's own check), the bot
 //! leaves when the channel empties, and shutdown closes the shard resumably.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -7,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::watch;
+use twilight_model::guild::Permissions;
 use voicebot_discord_sim::{Guild, SimConfig, SimEvent, Simulator, User};
 use voicebot_shard::discord::gateway::{DiscordConfig, run};
 use voicebot_shard::secret::Secret;
@@ -23,14 +26,22 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sim_config = SimConfig::default();
     let ann = User::new(1_500_000_000_000_000_001, "Ann", false);
+    // Bob moderates voice (Move Members); Cy is an everyday member; Dee too, but an admin
+    // let her use the command in Discord's settings.
     let bob = User::new(1_500_000_000_000_000_002, "Bob", false);
+    let cy = User::new(1_500_000_000_000_000_003, "Cy", false);
+    let dee = User::new(1_500_000_000_000_000_004, "Dee", false);
     let sim = Simulator::start(sim_config.clone()).await.unwrap();
-    sim.add_guild(Guild::new(
-        GUILD,
-        &ann,
-        (LOUNGE, "Lounge"),
-        std::slice::from_ref(&bob),
-    ));
+    sim.add_guild(
+        Guild::new(
+            GUILD,
+            &ann,
+            (LOUNGE, "Lounge"),
+            &[bob.clone(), cy.clone(), dee.clone()],
+        )
+        .with_permissions(&bob, Permissions::MOVE_MEMBERS.bits())
+        .allow_command("jarvis", &dee),
+    );
     let config = DiscordConfig {
         api_proxy: Some(sim.http_proxy()),
         gateway_url: Some(sim.gateway_url()),
@@ -43,7 +54,28 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
     };
     let (stop, shutdown) = watch::channel(false);
     let shard = tokio::spawn(run(config, shutdown));
-    sim.wait_for_commands(GUILD).await.unwrap();
+    let commands = sim.wait_for_commands(GUILD).await.unwrap();
+    assert_eq!(
+        commands[0]["default_member_permissions"],
+        Permissions::MOVE_MEMBERS.bits().to_string(),
+        "the command is shown to voice moderators"
+    );
+
+    // Discord does not offer the command to Cy; Dee gets it through the admin's override,
+    // and the bot checks again: she may not move the bot.
+    let refused = sim.run_command(GUILD, &cy, "jarvis", json!([{"name": "join", "type": 1}]));
+    assert!(refused.is_err(), "{refused:?}");
+    sim.user_voice(GUILD, &dee, Some(LOUNGE)).unwrap();
+    let id = sim
+        .run_command(GUILD, &dee, "jarvis", json!([{"name": "join", "type": 1}]))
+        .unwrap();
+    let SimEvent::InteractionReply { content, .. } =
+        sim.wait_for("the refusal", reply(id)).await.unwrap()
+    else {
+        unreachable!()
+    };
+    assert_eq!(content, "`/jarvis join` needs the Move Members permission.");
+    sim.user_voice(GUILD, &dee, None).unwrap();
 
     // Ann is not in voice yet: join explains; then she joins and the bot follows.
     let id = sim
@@ -95,7 +127,10 @@ async fn the_shard_answers_commands_joins_voice_and_leaves_an_empty_channel() {
     else {
         unreachable!()
     };
-    assert!(content.contains("Manage Server"), "{content}");
+    assert_eq!(
+        content,
+        "`/jarvis sensitivity` needs the Move Members and Manage Server permissions."
+    );
     let id = sim
         .run_command(
             GUILD,
@@ -284,4 +319,77 @@ fn assert_prometheus_text(body: &str) {
             );
         }
     }
+}
+
+/// Discord answers 429 with a `retry_after`: the commands are registered and a command is
+/// answered once the wait is over, never before, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_rate_limits_are_waited_out() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim_config = SimConfig::default();
+    let ann = User::new(1_500_000_000_000_000_001, "Ann", false);
+    let sim = Simulator::start(sim_config.clone()).await.unwrap();
+    sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
+    sim.rate_limit("/applications/", 1, 1.5);
+    let config = DiscordConfig {
+        api_proxy: Some(sim.http_proxy()),
+        gateway_url: Some(sim.gateway_url()),
+        ..DiscordConfig::new(
+            Secret::new(sim_config.token.clone()),
+            sim_config.application_id,
+            "jarvis",
+            &["jarvis"],
+        )
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let shard = tokio::spawn(run(config, shutdown));
+    sim.wait_for_commands(GUILD).await.unwrap();
+    let history = sim.history();
+    let limited = history
+        .iter()
+        .find_map(|e| match e {
+            SimEvent::RateLimited { path, at_ms, .. } if path.contains("/commands") => Some(*at_ms),
+            _ => None,
+        })
+        .expect("the registration was rate limited");
+    let registered = history
+        .iter()
+        .position(|e| matches!(e, SimEvent::Commands { .. }))
+        .unwrap();
+    assert!(
+        history[..registered]
+            .iter()
+            .any(|e| matches!(e, SimEvent::RateLimited { .. })),
+        "registered before the 429"
+    );
+    eprintln!("commands: 429 at {limited} ms, registered after the wait");
+
+    // The answer to a command is rate limited twice: it still arrives, after both waits.
+    sim.rate_limit("/interactions/", 2, 0.5);
+    let asked = Instant::now();
+    let id = sim
+        .run_command(
+            GUILD,
+            &ann,
+            "jarvis",
+            json!([{"name": "status", "type": 1}]),
+        )
+        .unwrap();
+    let SimEvent::InteractionReply { content, .. } =
+        sim.wait_for("the answer", reply(id)).await.unwrap()
+    else {
+        unreachable!()
+    };
+    let waited = asked.elapsed();
+    eprintln!("a command answered through two 429s (0.5 s each) in {waited:?}");
+    assert!(content.starts_with("Agent jarvis"), "{content}");
+    assert!(waited >= Duration::from_millis(1000), "{waited:?}");
+    let limits = sim
+        .history()
+        .iter()
+        .filter(|e| matches!(e, SimEvent::RateLimited { path, .. } if path.starts_with("/interactions/")))
+        .count();
+    assert_eq!(limits, 2);
+    stop.send(true).unwrap();
+    shard.await.unwrap().unwrap();
 }

@@ -110,7 +110,13 @@ impl Bot {
             ..SimConfig::default()
         };
         let sim = Simulator::start(sim_config.clone()).await.unwrap();
-        sim.add_guild(Guild::new(GUILD, owner, (LOUNGE, "Lounge"), others));
+        // The others moderate voice (Move Members): they may bring the bot in, not change
+        // the server's settings.
+        let guild = others.iter().fold(
+            Guild::new(GUILD, owner, (LOUNGE, "Lounge"), others),
+            |g, o| g.with_permissions(o, 1 << 24),
+        );
+        sim.add_guild(guild);
         let metrics = Arc::new(ShardMetrics::new());
         let config = DiscordConfig {
             api_proxy: Some(sim.http_proxy()),
@@ -566,6 +572,44 @@ async fn a_dropped_voice_connection_comes_back() {
         "voice server moved → voice carries audio after {:?}",
         moved.elapsed()
     );
+    let stopped = bot
+        .say(&ann, "Jarvis, what is two plus two?", "en-us")
+        .await;
+    let turn = bot.turn().await;
+    assert_eq!(turn.reply.reply.as_deref(), Some("Two plus two is four."));
+    let (_, heard) = bot.heard_answer(stopped).await;
+    assert!(norm(&heard).contains("four"), "{heard:?}");
+    bot.stop().await;
+}
+
+/// The voice server is gone for 30 s (longer than songbird's own reconnection tries): the
+/// bot keeps trying, joins again once it is back, and answers the next question.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_server_gone_for_30_s_is_rejoined_when_it_is_back() {
+    let ann = owner();
+    let mut bot = Bot::start(&ann, &[]).await;
+    bot.invite(&ann).await;
+    let outage = Duration::from_secs(30);
+    let gone = Instant::now();
+    bot.sim.voice_outage(outage);
+    tokio::time::sleep(outage).await;
+    let back = Instant::now();
+    let mark = bot.sim.history().len();
+    bot.sim
+        .wait_for_since(
+            mark,
+            Duration::from_secs(60),
+            "a voice connection after the outage",
+            |e| matches!(e, SimEvent::VoiceConnect { guild: GUILD, .. }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "voice server back after {:?} → the bot connected again {} ms later",
+        back.duration_since(gone),
+        back.elapsed().as_millis()
+    );
+    bot.voice_ready(&ann).await;
     let stopped = bot
         .say(&ann, "Jarvis, what is two plus two?", "en-us")
         .await;

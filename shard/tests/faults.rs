@@ -8,7 +8,7 @@ mod common;
 #[path = "../../demo/src/local_gateway.rs"]
 mod gateway;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use voicebot_shard::converse::engine::{APOLOGY, Conversation};
@@ -43,7 +43,7 @@ async fn conversation(config: ClientConfig) -> (Conversation, GatewayClient, Str
         Sensitivity::Low,
     )
     .with_gateway(client.clone(), None)
-    .with_voice(Voice::Piper(Arc::new(Mutex::new(voice))));
+    .with_voice(Voice::piper(voice));
     (c, client, key)
 }
 

@@ -167,8 +167,14 @@ async fn a_killed_pod_is_replaced_by_one_that_resumes_keeps_settings_and_rejoins
 
     sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    command(&sim, &ann, option("agent", "name", "sage")).await;
+    let saved = command(&sim, &ann, option("agent", "name", "sage")).await;
+    assert_eq!(saved, "sage will answer from now on. Saved.");
     command(&sim, &ann, option("sensitivity", "level", "high")).await;
+    // "Saved." comes once Redis has it: it is there when the user reads it.
+    assert_eq!(
+        redis.hash(&format!("guild:{GUILD}")).await["sensitivity"],
+        "high"
+    );
     let joined = command(&sim, &ann, json!([{"name": "join", "type": 1}])).await;
     assert_eq!(joined, "Joining Lounge — sage is listening.");
     // What Redis holds: the guild's settings and channel, who is in voice, the session.
@@ -297,7 +303,10 @@ async fn a_redis_outage_loses_nothing_not_even_a_change_made_during_it() {
     // Redis dies. The bot keeps answering; a change made now is kept.
     redis.kill();
     let changed = command(&sim, &ann, option("agent", "name", "sage")).await;
-    assert_eq!(changed, "sage will answer from now on.");
+    assert!(
+        changed.starts_with("sage will answer from now on. Not saved yet:"),
+        "{changed}"
+    );
     command(&sim, &ann, option("sensitivity", "level", "medium")).await;
     let status = command(&sim, &ann, json!([{"name": "status", "type": 1}])).await;
     assert!(
@@ -359,7 +368,10 @@ async fn a_pod_started_while_redis_is_down_serves_and_writes_back_later() {
     let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
     sim.wait_for_commands(GUILD).await.unwrap();
     let changed = command(&sim, &ann, option("agent", "name", "sage")).await;
-    assert_eq!(changed, "sage will answer from now on.");
+    assert!(
+        changed.starts_with("sage will answer from now on. Not saved yet:"),
+        "{changed}"
+    );
     redis.restart();
     redis
         .wait_hash(&format!("guild:{GUILD}"), |h| {
@@ -368,6 +380,115 @@ async fn a_pod_started_while_redis_is_down_serves_and_writes_back_later() {
         .await;
     let logs = pod.stop().await;
     assert!(logs.contains("fleet state not loaded"), "{logs}");
+    assert_no_secrets(&logs);
+}
+
+/// A Redis that hangs while a pod starts (SIGSTOP: connections open, no answer) must not
+/// make the pod overwrite what Redis holds with its defaults. The pod serves degraded; a
+/// change made meanwhile says it is not saved yet; when Redis answers, the stored settings
+/// are read and merged (the new change wins, the rest is kept), written, and the bot goes
+/// back to the voice channel it was in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_started_while_redis_hangs_keeps_what_redis_holds() {
+    let redis = Redis::start();
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let ann = User::new(1_500_000_000_000_000_001, "Ann", false);
+    sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
+    let dir = scratch("hang");
+    let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
+    sim.wait_for_commands(GUILD).await.unwrap();
+    sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    command(&sim, &ann, option("agent", "name", "sage")).await;
+    command(&sim, &ann, option("sensitivity", "level", "high")).await;
+    command(&sim, &ann, json!([{"name": "join", "type": 1}])).await;
+    redis
+        .wait_hash(&format!("guild:{GUILD}"), |h| h.get("channel").is_some())
+        .await;
+    assert_no_secrets(&pod.kill());
+
+    // Redis hangs; the replacement pod starts and serves.
+    redis.pause();
+    let mark = sim.history().len();
+    let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
+    sim.wait_for_since(mark, Duration::from_secs(30), "the new session", |e| {
+        matches!(e, SimEvent::Identify { .. })
+    })
+    .await
+    .unwrap();
+    sim.wait_for_commands(GUILD).await.unwrap();
+    let changed = command(&sim, &ann, option("sensitivity", "level", "medium")).await;
+    assert!(
+        changed.starts_with("Sensitivity is now medium") && changed.contains("Not saved yet"),
+        "{changed}"
+    );
+
+    // Redis answers again: nothing it held was overwritten; the change made meanwhile is in.
+    let mark = sim.history().len();
+    redis.resume();
+    let guild = redis
+        .wait_hash(&format!("guild:{GUILD}"), |h| {
+            h.get("sensitivity").is_some_and(|s| s == "medium")
+        })
+        .await;
+    assert_eq!(guild["agent"], "sage", "the stored agent was overwritten");
+    assert_eq!(guild["channel"], LOUNGE.to_string());
+    sim.wait_for_since(
+        mark,
+        Duration::from_secs(30),
+        "the voice channel joined again",
+        |e| {
+            *e == SimEvent::VoiceState {
+                guild: GUILD,
+                channel: Some(LOUNGE),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let status = command(&sim, &ann, json!([{"name": "status", "type": 1}])).await;
+    assert!(
+        status.starts_with("Agent sage, sensitivity medium, in Lounge"),
+        "{status}"
+    );
+    let again = command(&sim, &ann, option("sensitivity", "level", "medium")).await;
+    assert!(again.ends_with("Saved."), "{again}");
+    let logs = pod.stop().await;
+    assert!(logs.contains("fleet state not loaded"), "{logs}");
+    assert!(
+        logs.contains("stored settings are read and merged"),
+        "{logs}"
+    );
+    assert_no_secrets(&logs);
+}
+
+/// Removed from a guild, the bot forgets it: its settings and voice states leave Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guild_the_bot_is_removed_from_is_pruned() {
+    let redis = Redis::start();
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let ann = User::new(1_500_000_000_000_000_001, "Ann", false);
+    sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
+    let dir = scratch("pruned");
+    let pod = Pod::start(&sim, &redis.url(), "jarvis-shard-0", 1, &dir);
+    sim.wait_for_commands(GUILD).await.unwrap();
+    sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
+    command(&sim, &ann, option("agent", "name", "sage")).await;
+    redis
+        .wait_hash(&format!("voice:{GUILD}"), |h| !h.is_empty())
+        .await;
+    redis
+        .wait_hash(&format!("guild:{GUILD}"), |h| h.contains_key("agent"))
+        .await;
+    sim.remove_guild(GUILD).unwrap();
+    redis
+        .wait_hash(&format!("guild:{GUILD}"), |h| h.is_empty())
+        .await;
+    redis
+        .wait_hash(&format!("voice:{GUILD}"), |h| h.is_empty())
+        .await;
+    let logs = pod.stop().await;
+    assert!(logs.contains("removed from the guild"), "{logs}");
     assert_no_secrets(&logs);
 }
 
@@ -473,6 +594,7 @@ async fn the_device_identity_is_sealed_at_rest() {
             url: Secret::new(redis.url()),
             prefix: common::fleet::PREFIX.into(),
             seal_key: key.map(Secret::new),
+            ca: None,
         })
         .unwrap()
     };
@@ -525,4 +647,139 @@ async fn the_device_identity_is_sealed_at_rest() {
     assert!(pod.flush(Duration::from_secs(3)).await);
     assert!(raw("openclaw:device").await.starts_with("sealed:v1:"));
     assert!(raw("openclaw:device-token").await.starts_with("sealed:v1:"));
+}
+
+/// Redis over TLS (`rediss://` with `redis.caSecret`): the fleet state writes and reads
+/// through a real TLS redis-server whose certificate is checked against the CA; a CA that did
+/// not sign it is refused (degraded: nothing is written, nothing is acknowledged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_state_speaks_tls_to_redis_and_checks_its_certificate() {
+    use voicebot_shard::secret::Secret;
+    use voicebot_shard::state::{FleetState, GuildSettings, Health, Sensitivity, StateConfig};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = scratch("tls");
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    for ca in ["ca", "other-ca"] {
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.crt"),
+        ]);
+    }
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=redis",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+    let port = free_port();
+    let mut server = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            "server.crt",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.crt",
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            PASSWORD,
+            "--save",
+            "",
+        ])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let url = format!("rediss://:{PASSWORD}@127.0.0.1:{port}");
+    let state = |ca: &str| {
+        FleetState::connect(&StateConfig {
+            url: Secret::new(url.clone()),
+            prefix: common::fleet::PREFIX.into(),
+            seal_key: None,
+            ca: Some(std::fs::read(dir.join(ca)).unwrap()),
+        })
+        .unwrap()
+    };
+    let settings = |agent: &str| GuildSettings {
+        agent: agent.into(),
+        sensitivity: Sensitivity::High,
+        channel: None,
+    };
+
+    let trusted = state("ca.crt");
+    trusted.save_guild(1, &settings("sage"));
+    assert!(
+        trusted.guild_written(1, Duration::from_secs(10)).await,
+        "written over TLS"
+    );
+    let snapshot = trusted.load(&[0], 1).await.unwrap();
+    assert_eq!(snapshot.guilds[&1].agent, "sage");
+
+    let fooled = state("other-ca.crt");
+    fooled.save_guild(2, &settings("jarvis"));
+    assert!(
+        !fooled.guild_written(2, Duration::from_secs(3)).await,
+        "a server the CA did not sign is not written to"
+    );
+    assert_eq!(fooled.health(), Health::Degraded);
+    let snapshot = trusted.load(&[0], 1).await.unwrap();
+    assert!(!snapshot.guilds.contains_key(&2), "{:?}", snapshot.guilds);
+    let _ = server.kill();
+    let _ = server.wait();
 }

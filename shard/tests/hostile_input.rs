@@ -104,10 +104,24 @@ proptest! {
     #[test]
     fn openclaw_frames_are_values_or_errors(v in json_value(), garbage in ".{0,200}") {
         let text = v.to_string();
-        let _ = frames::parse(&text, 1 << 20);
-        let _ = frames::parse(&garbage, 1 << 20);
+        // A frame is accepted only when it says what it is: a `res` or an `event`.
+        let kind = v.get("type").and_then(Value::as_str);
+        match frames::parse(&text, 1 << 20) {
+            Ok(frames::Inbound::Response(_)) => prop_assert_eq!(kind, Some("res")),
+            Ok(frames::Inbound::Event(_)) => prop_assert_eq!(kind, Some("event")),
+            Err(frames::FrameError::UnknownType(t)) => prop_assert_eq!(kind, Some(t.as_str())),
+            Err(frames::FrameError::TooLarge { .. }) => prop_assert!(false, "under the limit"),
+            Err(_) => prop_assert!(!matches!(kind, Some(k) if k != "res" && k != "event")),
+        }
+        if let Ok(g) = frames::parse(&garbage, 1 << 20) {
+            let kind = serde_json::from_str::<Value>(&garbage).ok().and_then(|v| v["type"].as_str().map(str::to_string));
+            prop_assert!(matches!(kind.as_deref(), Some("res" | "event")), "{garbage:?} → {g:?}");
+        }
         // Over the limit: refused before parsing.
-        prop_assert!(frames::parse(&text, text.len().saturating_sub(1)).is_err() || text.len() <= 1);
+        if text.len() > 1 {
+            let over = frames::parse(&text, text.len() - 1);
+            prop_assert!(matches!(over, Err(frames::FrameError::TooLarge { .. })), "{over:?}");
+        }
     }
 
     #[test]
@@ -196,11 +210,38 @@ proptest! {
         if guild {
             v["guild_id"] = json!("1400000000000000001");
         }
-        // What twilight accepts reaches our parser, which answers Ok or an explained error.
-        if let Ok(interaction) = serde_json::from_value(v)
-            && let Err(e) = commands::parse("jarvis", &interaction, &["jarvis".into(), "sage".into()])
-        {
-            prop_assert!(!e.to_string().is_empty());
+        // What twilight accepts reaches our parser. A command is accepted only in a server,
+        // from a member holding what the subcommand needs (or Administrator), and it is the
+        // subcommand that was sent; anything else is refused with a sentence.
+        if let Ok(interaction) = serde_json::from_value(v) {
+            let held: Option<u64> = permissions.parse().ok();
+            match commands::parse(
+                "jarvis",
+                &interaction,
+                &["jarvis".into(), "sage".into()],
+                &commands::CommandPermissions::default(),
+            ) {
+                Ok(cmd) => {
+                    prop_assert!(guild, "accepted outside a server: {cmd:?}");
+                    let sent = options.first().and_then(|o| o["name"].as_str()).unwrap_or_default();
+                    prop_assert_eq!(cmd.name(), sent);
+                    let held = held.unwrap_or(0);
+                    let config = voicebot_config::CommandsConfig::default();
+                    let needs = voicebot_config::Permission::bits(match cmd.name() {
+                        "join" => &config.join,
+                        "leave" => &config.leave,
+                        "agent" => &config.agent,
+                        "sensitivity" => &config.sensitivity,
+                        _ => &config.status,
+                    });
+                    prop_assert!(held & 8 != 0 || held & needs == needs, "{cmd:?} with {held:#x}");
+                }
+                Err(commands::CommandError::NotOurs) => {}
+                Err(e) => {
+                    let m = e.to_string();
+                    prop_assert!(m.len() > 10 && m.ends_with(['.', '?', ')']), "{m:?}");
+                }
+            }
         }
     }
 
@@ -218,9 +259,17 @@ proptest! {
             garbage,
         ] {
             match config::parse(&text) {
-                // Whatever parses is a configuration the pod can run: valid agent ids.
-                Ok(c) => prop_assert!(!c.agents.is_empty() && c.agents.iter().all(|a| a.name.starts_with(|ch: char| ch.is_ascii_lowercase()))),
-                Err(e) => prop_assert!(!e.is_empty()),
+                // Whatever parses is a configuration the pod can run: valid agent ids, it
+                // validates, and it reads back the same once written (the operator renders it
+                // into the ConfigMap the pod parses).
+                Ok(c) => {
+                    prop_assert!(!c.agents.is_empty() && c.agents.iter().all(|a| a.name.starts_with(|ch: char| ch.is_ascii_lowercase())));
+                    prop_assert!(c.validate().is_ok());
+                    let again = config::parse(&serde_json::to_string(&c).unwrap());
+                    prop_assert_eq!(again.as_ref(), Ok(&c));
+                }
+                // Refused with a sentence, not a panic or a blank.
+                Err(e) => prop_assert!(e.len() > 10, "{e:?}"),
             }
         }
     }
@@ -241,8 +290,20 @@ proptest! {
             Ok(plan) => {
                 prop_assert!(plan.shards().count() >= 1);
                 prop_assert!(plan.shards().all(|s| s < plan.count));
+                // Every shard of the bot belongs to exactly one pod.
+                let owners = (0..plan.count)
+                    .filter(|s| s / plan.per_pod.max(1) == plan.ordinal)
+                    .count();
+                prop_assert_eq!(owners, plan.shards().count());
             }
-            Err(e) => prop_assert!(!e.to_string().is_empty()),
+            // Refused naming what to fix.
+            Err(e) => {
+                let m = e.to_string();
+                prop_assert!(
+                    ["SHARD_COUNT", "SHARDS_PER_POD", "pod ordinal", "has no shards"].iter().any(|v| m.contains(v)),
+                    "{m}"
+                );
+            }
         }
     }
 }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // Foundation: errors, secrets, and `lock` (in lib.rs).
     &["error", "secret", "lock", "Error", "Result"],
+    // Log lines a peer can cause, throttled.
+    &["throttle"],
     // Audio buffers and model files.
     &["audio", "models"],
     // The stages and the peers: listening, speaking, the OpenClaw client, fleet state.

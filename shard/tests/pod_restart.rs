@@ -29,12 +29,24 @@ struct Pod(Child, PathBuf);
 impl Pod {
     fn start(sim: &Simulator, redis: &Redis, cert: &Path, n: u32) -> Self {
         let gw = gateway::shared_gateway().client_config();
+        Self::start_with_gateway(sim, redis, cert, n, &gw.url)
+    }
+
+    /// A pod that dials the OpenClaw gateway at `gateway_url`.
+    fn start_with_gateway(
+        sim: &Simulator,
+        redis: &Redis,
+        cert: &Path,
+        n: u32,
+        gateway_url: &str,
+    ) -> Self {
+        let gw = gateway::shared_gateway().client_config();
         let log = common::scratch().join(format!("pod-{n}.log"));
         let args = ["--workers", "1", "--agents", "jarvis,sage"];
         let child = pod_command(sim, "jarvis-shard-0", free_port(), &args)
             .env("SSL_CERT_FILE", cert)
             .env("REDIS_URL", redis.url())
-            .env("OPENCLAW_GATEWAY_URL", &gw.url)
+            .env("OPENCLAW_GATEWAY_URL", gateway_url)
             .env(
                 "OPENCLAW_GATEWAY_TOKEN",
                 gw.token.as_ref().map(|t| t.expose()).unwrap_or_default(),
@@ -102,17 +114,9 @@ async fn a_pod_killed_mid_reply_is_replaced_and_the_reply_is_spoken() {
     gateway::shared_gateway();
 
     let pod = Pod::start(&sim, &redis, &cert, 1);
-    sim.wait_for_since(0, Duration::from_secs(120), "the guild's commands", |e| {
-        matches!(
-            e,
-            SimEvent::Commands {
-                guild: Some(GUILD),
-                ..
-            }
-        )
-    })
-    .await
-    .unwrap();
+    sim.wait_for_commands_within(GUILD, Duration::from_secs(120))
+        .await
+        .unwrap();
     sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     command(&sim, &ann, json!([{"name": "join", "type": 1}])).await;
@@ -217,4 +221,163 @@ async fn a_pod_killed_mid_reply_is_replaced_and_the_reply_is_spoken() {
         !logs.contains(common::fleet::PASSWORD),
         "the Redis password is in the logs"
     );
+}
+
+/// The simulator with TLS voice, Ann in the Lounge, and the pod joined there.
+async fn in_voice(
+    redis: &Redis,
+    n: u32,
+    gateway_url: Option<&str>,
+) -> (Simulator, User, Pod, PathBuf) {
+    let tls = std::sync::Arc::new(TlsIdentity::generate().unwrap());
+    let cert = common::scratch().join(format!("sim-ca-{n}.pem"));
+    std::fs::write(&cert, tls.cert_pem()).unwrap();
+    let sim = Simulator::start(SimConfig {
+        tls: Some(tls),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let ann = User::new(1_900_000_000_000_000_001, "Ann", false);
+    sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
+    let pod = match gateway_url {
+        Some(url) => Pod::start_with_gateway(&sim, redis, &cert, n, url),
+        None => Pod::start(&sim, redis, &cert, n),
+    };
+    sim.wait_for_commands_within(GUILD, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", pod.logs()));
+    sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    command(&sim, &ann, json!([{"name": "join", "type": 1}])).await;
+    sim.wait_voice_ready(GUILD, &ann, Duration::from_secs(30))
+        .await
+        .unwrap();
+    (sim, ann, pod, cert)
+}
+
+/// Ann asks; what the bot says back, as Whisper hears it (lower case, digits as words).
+async fn ask(sim: &Simulator, ann: &User, pod: &Pod, question: &str) -> String {
+    let asked = sim.speak(GUILD, ann, &says(question)).await.unwrap();
+    let (_, pcm) = sim
+        .wait_bot_answer(
+            GUILD,
+            asked.stopped,
+            Duration::from_millis(1500),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_or_else(|| panic!("no answer to {question:?}: {}", pod.logs()));
+    common::transcribe(&pcm, BotAudio::SAMPLE_RATE)
+        .to_lowercase()
+        .replace('4', "four")
+}
+
+/// Redis hangs (SIGSTOP) for 30 s in the middle of a conversation: the bot keeps hearing and
+/// answering as fast as before, a settings change says it is not saved yet, and once Redis
+/// answers every change is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_hangs_30_s_mid_conversation_stops_nothing_and_loses_nothing() {
+    let redis = Redis::start();
+    let (sim, ann, pod, _cert) = in_voice(&redis, 10, None).await;
+    let heard = ask(&sim, &ann, &pod, "Jarvis, what is two plus two?").await;
+    assert!(heard.contains("four"), "{heard}");
+
+    redis.pause();
+    let paused = Instant::now();
+    let heard = ask(&sim, &ann, &pod, "Jarvis, what is two plus two?").await;
+    eprintln!(
+        "Redis hung: a turn answered {} ms into the outage",
+        paused.elapsed().as_millis()
+    );
+    assert!(
+        heard.contains("four"),
+        "answered while Redis hangs: {heard}"
+    );
+    let changed = command(
+        &sim,
+        &ann,
+        json!([{"name": "sensitivity", "type": 1,
+        "options": [{"name": "level", "type": 3, "value": "high"}]}]),
+    )
+    .await;
+    assert!(changed.contains("Not saved yet"), "{changed}");
+    let outage = Duration::from_secs(30);
+    tokio::time::sleep(outage.saturating_sub(paused.elapsed())).await;
+    redis.resume();
+    let resumed = Instant::now();
+    let guild = redis
+        .wait_hash(&format!("guild:{GUILD}"), |h| {
+            h.get("sensitivity").is_some_and(|s| s == "high")
+        })
+        .await;
+    eprintln!(
+        "Redis back after 30 s: the change made during the outage written in {} ms",
+        resumed.elapsed().as_millis()
+    );
+    assert_eq!(guild["channel"], LOUNGE.to_string());
+    let heard = ask(&sim, &ann, &pod, "Jarvis, what is two plus two?").await;
+    assert!(heard.contains("four"), "{heard}");
+    let logs = pod.kill();
+    assert!(logs.contains("Redis is unreachable"), "{logs}");
+    assert!(logs.contains("Redis answers again"), "{logs}");
+    assert!(!logs.contains(common::fleet::PASSWORD));
+}
+
+/// The OpenClaw gateway is down when the pod starts: the pod starts anyway (Discord, voice,
+/// listening), a question gets a spoken apology rather than silence, and once the gateway is
+/// up the next question is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_started_while_the_gateway_is_down_apologises_then_answers() {
+    let gw = gateway::shared_gateway().client_config();
+    let real: std::net::SocketAddr = gw
+        .url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The pod dials a port where nothing listens yet.
+    let port = free_port();
+    let redis = Redis::start();
+    let (sim, ann, pod, _cert) =
+        in_voice(&redis, 20, Some(&format!("ws://127.0.0.1:{port}"))).await;
+    let heard = ask(&sim, &ann, &pod, "Jarvis, what is two plus two?").await;
+    assert!(
+        heard.contains("sorry") || heard.contains("connection"),
+        "an apology while the gateway is down: {heard}"
+    );
+
+    // The gateway comes up (a proxy to the real one starts on that port).
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let up = Instant::now();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(real).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let start = Instant::now();
+    while !pod.logs().contains("connected to the OpenClaw gateway") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the pod never reached the gateway: {}",
+            pod.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "gateway up → the pod connected in {} ms",
+        up.elapsed().as_millis()
+    );
+    let heard = ask(&sim, &ann, &pod, "Jarvis, what is two plus two?").await;
+    assert!(heard.contains("four"), "{heard}");
+    let logs = pod.kill();
+    assert!(logs.contains("does not answer yet"), "{logs}");
 }

@@ -73,3 +73,53 @@ fn piper_speech_is_understood_by_whisper() {
         "nothing speakable is (nearly) silent"
     );
 }
+
+/// `limits.ttsWorkers`: a voice with two sessions synthesises two sentences at once, a third
+/// waits its turn; an abandoned synthesis (a barge-in drops the reply) loses no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_synthesises_as_many_at_once_as_it_has_sessions() {
+    use std::sync::Arc;
+    use voicebot_shard::speak::tts::PiperPool;
+    let paths = ModelPaths::locate(None, WhisperModel::TinyEn).expect("models (scripts/setup.sh)");
+    let env = onnx_environment(&paths.onnxruntime).expect("onnxruntime");
+    let path = paths.piper_voice(DEFAULT_PIPER_VOICE).unwrap();
+    let voices = (0..2)
+        .map(|_| PiperVoice::load(&env, &path, 1).unwrap())
+        .collect();
+    let pool = Arc::new(PiperPool::new(voices));
+    let text = "The weather in Paris tomorrow will be sunny, with a high of twenty degrees.";
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.synthesize(text.to_string()).await })
+        })
+        .collect();
+    let mut most = 0;
+    while tasks.iter().any(|t| !t.is_finished()) {
+        most = most.max(pool.busy());
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    for t in tasks {
+        assert!(!t.await.unwrap().unwrap().is_empty());
+    }
+    eprintln!(
+        "3 sentences on 2 sessions in {:.0} ms; at most {most} at once",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(most, 2, "two sessions work at once, never three");
+
+    // Abandoned mid-synthesis: the session comes back anyway.
+    let p = pool.clone();
+    let abandoned = tokio::spawn(async move { p.synthesize(text.to_string()).await });
+    while pool.busy() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    abandoned.abort();
+    let after = pool.synthesize("Sure.".to_string()).await.unwrap();
+    assert!(!after.is_empty());
+    while pool.busy() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(pool.idle(), 2, "no session was lost");
+}

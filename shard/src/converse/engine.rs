@@ -45,6 +45,9 @@ pub struct TurnReply {
     pub reply: Option<String>,
     /// What went wrong, if something did.
     pub error: Option<String>,
+    /// The reply ran past [`MAX_SPOKEN_CHARS`]: `reply` is what was said, the rest dropped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
     /// Time per stage.
     pub stages_ms: ReplyStages,
     /// From the start of `respond` to the first reply audio, ms.
@@ -64,6 +67,7 @@ impl std::fmt::Debug for TurnReply {
             .field("reason", &self.reason)
             .field("reply", &self.reply)
             .field("error", &self.error)
+            .field("truncated", &self.truncated)
             .field("stages_ms", &self.stages_ms)
             .field("first_audio_ms", &self.first_audio_ms)
             .field("audio_samples", &self.audio.len())
@@ -198,6 +202,7 @@ impl Conversation {
             reason: decision.reason,
             reply: None,
             error: None,
+            truncated: false,
             stages_ms: ReplyStages {
                 relevance: started.elapsed().as_secs_f64() * 1e3,
                 ..ReplyStages::default()
@@ -277,6 +282,7 @@ impl Conversation {
         out.sample_rate = sample_rate;
         out.first_audio_ms = first_audio;
         out.error = outcome.error;
+        out.truncated = outcome.truncated;
         let relevance = out.stages_ms.relevance;
         out.stages_ms = ReplyStages {
             relevance,
@@ -316,8 +322,81 @@ pub struct ReplyOutcome {
     pub gateway_aborted: bool,
     /// What went wrong, if something did.
     pub error: Option<String>,
+    /// Whether the reply ran past [`MAX_SPOKEN_CHARS`]: the rest was not said, the run was
+    /// aborted at the gateway, and `text` is what was said.
+    pub truncated: bool,
     /// Stage times (relevance not included).
     pub stages: ReplyStages,
+}
+
+/// The most of one reply that is spoken, in characters (about 80 s of speech): a model that
+/// does not stop, or a peer that floods, cannot hold the channel's voice, the TTS workers or
+/// the pod's memory. The cut falls at a word.
+pub const MAX_SPOKEN_CHARS: usize = 1200;
+
+/// Reply text received past which nothing more can be said (bytes: at least as many as
+/// characters; the slack covers the markup the splitter strips).
+const FLOOD_BYTES: usize = MAX_SPOKEN_CHARS * 3 / 2 * 4;
+
+/// What is left of a reply's [`MAX_SPOKEN_CHARS`].
+#[derive(Debug)]
+struct Budget {
+    left: usize,
+    said: String,
+    /// A sentence was cut, or refused: the reply is longer than what is said.
+    over: bool,
+}
+
+impl Budget {
+    fn new(chars: usize) -> Self {
+        Self {
+            left: chars,
+            said: String::new(),
+            over: false,
+        }
+    }
+
+    /// What of `sentence` may still be said (`None`: nothing more); cut at a word when it
+    /// crosses the limit.
+    fn take(&mut self, sentence: String) -> Option<String> {
+        if self.left == 0 {
+            self.over = true;
+            return None;
+        }
+        let n = sentence.chars().count();
+        let out = if n <= self.left {
+            self.left -= n;
+            sentence
+        } else {
+            let end = sentence
+                .char_indices()
+                .nth(self.left)
+                .map_or(sentence.len(), |(i, _)| i);
+            let head = &sentence[..end];
+            // A limit that falls between two words keeps the whole head; inside a word, the
+            // word goes.
+            let at_word_end = sentence[end..].starts_with(char::is_whitespace);
+            let cut = if at_word_end {
+                head
+            } else {
+                head.rfind(char::is_whitespace)
+                    .filter(|&i| i > 0)
+                    .map_or(head, |i| &head[..i])
+            };
+            self.left = 0;
+            self.over = true;
+            cut.trim_end().to_string()
+        };
+        if !self.said.is_empty() {
+            self.said.push(' ');
+        }
+        self.said.push_str(&out);
+        Some(out)
+    }
+
+    fn over(&self) -> bool {
+        self.over
+    }
 }
 
 #[derive(Debug, Default)]
@@ -406,7 +485,7 @@ async fn speak(
     };
     let (result, (audio, first)) = tokio::join!(speak, collect);
     let error = result.err().map(|e| {
-        tracing::warn!(error = %e, "text-to-speech failed for a sentence");
+        crate::throttle::peer_warn!(error = %e, "text-to-speech failed for a sentence");
         format!("text-to-speech: {e}")
     });
     (audio, first, error)
@@ -470,6 +549,8 @@ async fn run_reply(
 
     let sent = Instant::now();
     let mut splitter = SentenceSplitter::default();
+    let mut budget = Budget::new(MAX_SPOKEN_CHARS);
+    let mut received = 0usize;
     let message = match source {
         Source::Chat(message) => message,
         Source::Recover => {
@@ -478,7 +559,13 @@ async fn run_reply(
             sentences.extend(splitter.finish());
             lock(&state).outcome.text = text;
             for s in sentences {
+                let Some(s) = budget.take(s) else { break };
                 let _ = sentence_tx.send((s, Instant::now())).await;
+            }
+            if budget.over() {
+                let mut st = lock(&state);
+                st.outcome.truncated = true;
+                st.outcome.text = budget.said;
             }
             drop(sentence_tx);
             let _ = (&mut tts.0).await;
@@ -506,9 +593,10 @@ async fn run_reply(
                         .gateway_first_token
                         .get_or_insert(sent.elapsed().as_secs_f64() * 1e3);
                 };
-                let sentences = match event {
+                let mut sentences = match event {
                     Ok(ReplyEvent::Delta(d)) => {
                         mark_first(&state);
+                        received += d.len();
                         splitter.push(&d)
                     }
                     Ok(ReplyEvent::Replace(t)) => {
@@ -518,6 +606,7 @@ async fn run_reply(
                             .strip_prefix(stream.text())
                             .unwrap_or_default()
                             .to_string();
+                        received += new.len();
                         splitter.push(&new)
                     }
                     Ok(ReplyEvent::Final(t)) => {
@@ -541,8 +630,39 @@ async fn run_reply(
                         rest
                     }
                 };
+                // More text than can ever be said (a sentence that does not end, a model
+                // that does not stop): what is held is all that will be said.
+                let flood = received > FLOOD_BYTES;
+                if flood {
+                    sentences.extend(splitter.finish());
+                }
                 for s in sentences {
+                    // The apology is said whatever the budget: it explains the silence.
+                    let s = if s == APOLOGY {
+                        Some(s)
+                    } else {
+                        budget.take(s)
+                    };
+                    let Some(s) = s else { break };
                     let _ = sentence_tx.send((s, Instant::now())).await;
+                    if budget.over() {
+                        break;
+                    }
+                }
+                if budget.over() || flood {
+                    {
+                        let mut st = lock(&state);
+                        st.outcome.truncated = true;
+                        st.outcome.text = std::mem::take(&mut budget.said);
+                    }
+                    tracing::info!(
+                        limit = MAX_SPOKEN_CHARS,
+                        "the reply is longer than is spoken; the rest is dropped and the run aborted"
+                    );
+                    if let Err(e) = client.abort(&session_key, stream.run_id()).await {
+                        tracing::debug!(error = %e, "aborting a run past the spoken limit failed");
+                    }
+                    break;
                 }
             }
             lock(&state).outcome.stages.gateway_total = Some(sent.elapsed().as_secs_f64() * 1e3);
@@ -589,5 +709,37 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_cuts_at_a_word_and_then_says_nothing() {
+        let mut b = Budget::new(20);
+        assert_eq!(
+            b.take("Two plus two.".into()).as_deref(),
+            Some("Two plus two.")
+        );
+        assert!(!b.over());
+        // 7 characters left: "is four" fits of "is four and more".
+        assert_eq!(
+            b.take("is four and more".into()).as_deref(),
+            Some("is four")
+        );
+        assert!(b.over());
+        assert_eq!(b.take("Anything else.".into()), None);
+        assert_eq!(b.said, "Two plus two. is four");
+        // A limit that falls inside a multi-byte character, and a word longer than the limit.
+        let mut b = Budget::new(3);
+        assert_eq!(b.take("héllo wörld".into()).as_deref(), Some("hél"));
+        let mut b = Budget::new(5);
+        assert_eq!(b.take("exactly".into()).as_deref(), Some("exact"));
+        // Exactly the limit is not over it.
+        let mut b = Budget::new(5);
+        assert_eq!(b.take("Hello".into()).as_deref(), Some("Hello"));
+        assert!(!b.over());
     }
 }

@@ -591,6 +591,7 @@ async fn reply_worker(
                     reason: super::relevance::Reason::Recovered,
                     reply: None,
                     error: None,
+                    truncated: false,
                     stages_ms: super::engine::ReplyStages::default(),
                     first_audio_ms: None,
                     audio: Vec::new(),

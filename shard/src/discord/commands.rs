@@ -9,6 +9,7 @@ use twilight_model::application::interaction::application_command::{
 };
 use twilight_model::application::interaction::{Interaction, InteractionData};
 use twilight_model::guild::Permissions;
+use voicebot_config::{CommandsConfig, Permission};
 
 use crate::state::Sensitivity;
 
@@ -31,9 +32,63 @@ pub enum SlashCommand {
 }
 
 impl SlashCommand {
-    /// Whether it changes the guild's settings (needs Manage Server).
+    /// Whether it changes the guild's settings (agent, sensitivity).
     pub fn is_setting(&self) -> bool {
         matches!(self, Self::Agent(_) | Self::Sensitivity(_))
+    }
+
+    /// The subcommand's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Join { .. } => "join",
+            Self::Leave => "leave",
+            Self::Agent(_) => "agent",
+            Self::Sensitivity(_) => "sensitivity",
+            Self::Status => "status",
+        }
+    }
+}
+
+/// Who may run each subcommand (`commands` in the configuration): checked on every command
+/// received, whatever Discord let through.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandPermissions(CommandsConfig);
+
+impl CommandPermissions {
+    /// From the configuration.
+    pub fn new(config: CommandsConfig) -> Self {
+        Self(config)
+    }
+
+    fn needed(&self, command: &SlashCommand) -> &[Permission] {
+        let c = &self.0;
+        match command {
+            SlashCommand::Join { .. } => &c.join,
+            SlashCommand::Leave => &c.leave,
+            SlashCommand::Agent(_) => &c.agent,
+            SlashCommand::Sensitivity(_) => &c.sensitivity,
+            SlashCommand::Status => &c.status,
+        }
+    }
+
+    /// The command's `default_member_permissions`: what every subcommand needs (`None`:
+    /// nothing in common, every member sees the command).
+    pub fn default_member(&self) -> Option<Permissions> {
+        Some(Permissions::from_bits_truncate(self.0.common_bits())).filter(|p| !p.is_empty())
+    }
+
+    /// Whether a member with `has` may run `command` (Administrator always may).
+    pub fn check(&self, command: &SlashCommand, has: Permissions) -> Result<(), Vec<Permission>> {
+        if has.contains(Permissions::ADMINISTRATOR) {
+            return Ok(());
+        }
+        let needed = self.needed(command);
+        let wanted = Permissions::from_bits_truncate(Permission::bits(needed));
+        if has.contains(wanted) {
+            Ok(())
+        } else {
+            Err(needed.to_vec())
+        }
     }
 }
 
@@ -60,16 +115,37 @@ pub enum CommandError {
     /// A sensitivity that does not exist.
     #[error("Sensitivity must be low, medium or high (not `{0}`).")]
     BadSensitivity(String),
-    /// Settings need Manage Server.
-    #[error("Changing the agent or the sensitivity needs the Manage Server permission.")]
-    NoPermission,
+    /// The member lacks a permission the subcommand needs.
+    #[error("`/{command} {sub}` needs the {} permission{}.", labels(.needs), if .needs.len() > 1 { "s" } else { "" })]
+    NoPermission {
+        /// The slash command.
+        command: String,
+        /// The subcommand.
+        sub: &'static str,
+        /// What it needs.
+        needs: Vec<Permission>,
+    },
+}
+
+fn labels(needs: &[Permission]) -> String {
+    let names: Vec<&str> = needs.iter().map(|p| p.label()).collect();
+    match names.as_slice() {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 /// Discord allows 25 choices per option.
 const MAX_CHOICES: usize = 25;
 
-/// The command definitions to register (guild or global) for command `name`.
-pub fn definitions(name: &str, agents: &[String]) -> Vec<Command> {
+/// The command definitions to register (guild or global) for command `name`, shown by
+/// default to members who have what every subcommand needs.
+pub fn definitions(
+    name: &str,
+    agents: &[String],
+    permissions: &CommandPermissions,
+) -> Vec<Command> {
     let agent_choices: Vec<_> = agents
         .iter()
         .take(MAX_CHOICES)
@@ -100,9 +176,10 @@ pub fn definitions(name: &str, agents: &[String]) -> Vec<Command> {
              "description": "Channel, agent, sensitivity and recent latencies"},
         ],
     });
-    serde_json::from_value(command)
-        .map(|c| vec![c])
-        .unwrap_or_else(|e| unreachable!("static command definition: {e}"))
+    let mut command: Command = serde_json::from_value(command)
+        .unwrap_or_else(|e| unreachable!("static command definition: {e}"));
+    command.default_member_permissions = permissions.default_member();
+    vec![command]
 }
 
 /// Reads an interaction as one of our commands.
@@ -110,6 +187,7 @@ pub fn parse(
     name: &str,
     interaction: &Interaction,
     agents: &[String],
+    permissions: &CommandPermissions,
 ) -> Result<SlashCommand, CommandError> {
     let Some(InteractionData::ApplicationCommand(data)) = &interaction.data else {
         return Err(CommandError::NotOurs);
@@ -121,16 +199,20 @@ pub fn parse(
         return Err(CommandError::NotInGuild);
     }
     let command = subcommand(name, data, agents)?;
-    if command.is_setting() {
-        let permissions = interaction
-            .member
-            .as_ref()
-            .and_then(|m| m.permissions)
-            .unwrap_or_else(Permissions::empty);
-        if !permissions.intersects(Permissions::MANAGE_GUILD | Permissions::ADMINISTRATOR) {
-            return Err(CommandError::NoPermission);
-        }
-    }
+    // Discord sends the member's permissions in the channel with every guild interaction;
+    // none sent counts as none held.
+    let has = interaction
+        .member
+        .as_ref()
+        .and_then(|m| m.permissions)
+        .unwrap_or_else(Permissions::empty);
+    permissions
+        .check(&command, has)
+        .map_err(|needs| CommandError::NoPermission {
+            command: name.to_string(),
+            sub: command.name(),
+            needs,
+        })?;
     Ok(command)
 }
 
@@ -217,34 +299,41 @@ mod tests {
             "jarvis",
             &interaction(options, permissions, true),
             &agents(),
+            &CommandPermissions::default(),
         )
     }
 
+    /// View Channel, Connect, Speak, Use Voice Activity: what @everyone has.
     const MEMBER: &str = "36701184";
-    const MANAGER: &str = "32";
+    /// A member and Move Members.
+    const MOVER: &str = "53478400";
+    /// Move Members and Manage Server.
+    const MANAGER: &str = "16777248";
+    /// Administrator only.
+    const ADMIN: &str = "8";
 
     #[test]
     fn every_subcommand_parses() {
         assert_eq!(
-            run(json!([{"name": "join", "type": 1}]), MEMBER),
+            run(json!([{"name": "join", "type": 1}]), MOVER),
             Ok(SlashCommand::Join { channel: None })
         );
         assert_eq!(
             run(
                 json!([{"name": "join", "type": 1, "options": [
                 {"name": "channel", "type": 7, "value": "1400000000000000010"}]}]),
-                MEMBER
+                MOVER
             ),
             Ok(SlashCommand::Join {
                 channel: Some(1_400_000_000_000_000_010)
             })
         );
         assert_eq!(
-            run(json!([{"name": "leave", "type": 1}]), MEMBER),
+            run(json!([{"name": "leave", "type": 1}]), MOVER),
             Ok(SlashCommand::Leave)
         );
         assert_eq!(
-            run(json!([{"name": "status", "type": 1}]), MEMBER),
+            run(json!([{"name": "status", "type": 1}]), ADMIN),
             Ok(SlashCommand::Status)
         );
         assert_eq!(
@@ -284,23 +373,35 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("low, medium or high"), "{e}");
-        // Settings need Manage Server; joining does not.
+        // Settings need Manage Server too; joining does not.
         let e = run(
             json!([{"name": "sensitivity", "type": 1, "options": [
             {"name": "level", "type": 3, "value": "low"}]}]),
-            MEMBER,
+            MOVER,
         )
         .unwrap_err();
-        assert_eq!(e, CommandError::NoPermission);
+        assert_eq!(
+            e.to_string(),
+            "`/jarvis sensitivity` needs the Move Members and Manage Server permissions."
+        );
+        // An everyday member (Discord would not show them the command; the pod checks again).
+        for sub in ["join", "leave", "status"] {
+            let e = run(json!([{"name": sub, "type": 1}]), MEMBER).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("`/jarvis {sub}` needs the Move Members permission.")
+            );
+        }
         let e = run(json!([{"name": "dance", "type": 1}]), MEMBER).unwrap_err();
         assert!(e.to_string().contains("/jarvis status"), "{e}");
         let dm = interaction(json!([{"name": "join", "type": 1}]), MEMBER, false);
+        let permissions = CommandPermissions::default();
         assert_eq!(
-            parse("jarvis", &dm, &agents()),
+            parse("jarvis", &dm, &agents(), &permissions),
             Err(CommandError::NotInGuild)
         );
         assert_eq!(
-            parse("sage", &dm, &agents()),
+            parse("sage", &dm, &agents(), &permissions),
             Err(CommandError::NotOurs),
             "another deployment's command"
         );
@@ -308,8 +409,13 @@ mod tests {
 
     #[test]
     fn definitions_are_valid_commands_with_the_agents_as_choices() {
-        let defs = definitions("jarvis", &agents());
+        let defs = definitions("jarvis", &agents(), &CommandPermissions::default());
         let c = &defs[0];
+        assert_eq!(
+            c.default_member_permissions,
+            Some(Permissions::MOVE_MEMBERS),
+            "shown to voice moderators"
+        );
         assert_eq!(c.name, "jarvis");
         let names: Vec<_> = c.options.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, ["join", "leave", "agent", "sensitivity", "status"]);
@@ -317,8 +423,65 @@ mod tests {
         assert_eq!(agent.choices.as_ref().unwrap().len(), 2);
         // Never more choices than Discord accepts.
         let many: Vec<String> = (0..40).map(|i| format!("a{i}")).collect();
-        let defs = definitions("jarvis", &many);
+        let open = CommandPermissions::new(CommandsConfig {
+            status: vec![],
+            ..CommandsConfig::default()
+        });
+        let defs = definitions("jarvis", &many, &open);
+        assert_eq!(
+            defs[0].default_member_permissions, None,
+            "shown to everyone"
+        );
         let agent = &defs[0].options[2].options.as_ref().unwrap()[0];
         assert_eq!(agent.choices.as_ref().unwrap().len(), MAX_CHOICES);
+    }
+
+    #[test]
+    fn permissions_are_configurable_per_subcommand() {
+        let custom = CommandPermissions::new(CommandsConfig {
+            join: vec![],
+            status: vec![],
+            agent: vec![Permission::ManageGuild],
+            ..CommandsConfig::default()
+        });
+        let member = Permissions::from_bits_truncate(36_701_184);
+        assert_eq!(
+            custom.check(&SlashCommand::Join { channel: None }, member),
+            Ok(())
+        );
+        assert_eq!(
+            custom.check(&SlashCommand::Leave, member),
+            Err(vec![Permission::MoveMembers])
+        );
+        assert_eq!(
+            custom.check(
+                &SlashCommand::Agent("sage".into()),
+                Permissions::MANAGE_GUILD
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            custom.check(&SlashCommand::Leave, Permissions::ADMINISTRATOR),
+            Ok(())
+        );
+        // The configuration's bits are Discord's (twilight's constants).
+        for (p, t) in [
+            (Permission::MoveMembers, Permissions::MOVE_MEMBERS),
+            (Permission::ManageGuild, Permissions::MANAGE_GUILD),
+            (Permission::Administrator, Permissions::ADMINISTRATOR),
+            (Permission::ModerateMembers, Permissions::MODERATE_MEMBERS),
+            (Permission::ManageRoles, Permissions::MANAGE_ROLES),
+            (Permission::PrioritySpeaker, Permissions::PRIORITY_SPEAKER),
+            (Permission::Connect, Permissions::CONNECT),
+            (Permission::Speak, Permissions::SPEAK),
+            (Permission::MuteMembers, Permissions::MUTE_MEMBERS),
+            (Permission::DeafenMembers, Permissions::DEAFEN_MEMBERS),
+            (Permission::KickMembers, Permissions::KICK_MEMBERS),
+            (Permission::BanMembers, Permissions::BAN_MEMBERS),
+            (Permission::ManageChannels, Permissions::MANAGE_CHANNELS),
+            (Permission::SendMessages, Permissions::SEND_MESSAGES),
+        ] {
+            assert_eq!(p.bit(), t.bits(), "{p:?}");
+        }
     }
 }

@@ -23,7 +23,7 @@ use twilight_model::http::interaction::{
 use twilight_model::id::Id;
 use twilight_model::id::marker::ApplicationMarker;
 
-use super::commands::{self, CommandError};
+use super::commands::{self, CommandError, CommandPermissions};
 use super::guilds::{Guilds, VoiceAction};
 use super::hosts::GatewayHosts;
 use super::plan::ShardPlan;
@@ -45,6 +45,8 @@ pub struct DiscordConfig {
     pub command: String,
     /// Agents a guild can choose (the first is the default).
     pub agents: Vec<String>,
+    /// Who may run each subcommand.
+    pub permissions: CommandPermissions,
     /// Sensitivity of guilds that have not chosen.
     pub default_sensitivity: Sensitivity,
     /// `host:port` of a plain-HTTP REST API instead of discord.com (the simulator).
@@ -84,6 +86,7 @@ impl DiscordConfig {
             application_id,
             command: command.to_string(),
             agents: agents.iter().map(|a| a.to_string()).collect(),
+            permissions: CommandPermissions::default(),
             default_sensitivity: Sensitivity::Low,
             api_proxy: None,
             gateway_url: None,
@@ -145,6 +148,11 @@ struct Ctx {
     pending_runs: Mutex<HashMap<u64, SavedRun>>,
     /// The pod is shutting down: no voice channel is joined again.
     stopping: AtomicBool,
+    /// The guilds' stored settings have been read. Until then (Redis slow or down at start)
+    /// no guild's settings are written: what Redis holds is not overwritten with defaults.
+    loaded: AtomicBool,
+    /// Each shard's command sender (voice state updates for a late rejoin).
+    shard_senders: HashMap<u32, MessageSender>,
 }
 
 impl Ctx {
@@ -182,7 +190,9 @@ impl Ctx {
             let g = lock(&self.guilds);
             (g.chosen(guild).cloned(), g.voice_states(guild))
         };
-        if let Some(s) = settings {
+        if let Some(s) = settings
+            && self.loaded.load(Ordering::Acquire)
+        {
             self.config.state.save_guild(guild, &s);
         }
         let voice = voice
@@ -296,9 +306,9 @@ async fn discover(http: &twilight_http::Client) -> (Option<u64>, u32) {
     (user.map(|u| u.id.get()), concurrency)
 }
 
-/// Reads the pod's fleet state; an unreachable Redis starts the pod from defaults
-/// (degraded: the writer keeps retrying and writes the pod's changes back).
-async fn load_state(config: &DiscordConfig) -> Snapshot {
+/// Reads the pod's fleet state (`None`: Redis did not answer in 3 s; the pod starts from the
+/// defaults, degraded, and [`load_later`] reads it when Redis answers).
+async fn load_state(config: &DiscordConfig, quiet: bool) -> Option<Snapshot> {
     let shards: Vec<u32> = config.plan.shards().collect();
     match tokio::time::timeout(
         Duration::from_secs(3),
@@ -312,16 +322,121 @@ async fn load_state(config: &DiscordConfig) -> Snapshot {
                 sessions = snapshot.sessions.len(),
                 "fleet state loaded"
             );
-            snapshot
+            Some(snapshot)
         }
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "fleet state not loaded: starting from defaults, degraded");
-            Snapshot::default()
+            if !quiet {
+                tracing::warn!(
+                    error = %e,
+                    "fleet state not loaded: serving with the defaults, degraded; stored settings are kept and read when Redis answers"
+                );
+            }
+            None
         }
         Err(_) => {
-            tracing::warn!("fleet state not loaded in 3 s: starting from defaults, degraded");
-            Snapshot::default()
+            if !quiet {
+                tracing::warn!(
+                    "fleet state not loaded in 3 s: serving with the defaults, degraded; stored settings are kept and read when Redis answers"
+                );
+            }
+            None
         }
+    }
+}
+
+/// Registers the application's slash commands (global: every guild has them), off the shard
+/// loop, once per application: skipped when the fleet state says these very definitions are
+/// registered already (a restart or a rollout registers nothing), retried with backoff when
+/// Discord refuses (twilight-http waits out a 429's `retry_after` itself).
+async fn register_commands(ctx: Weak<Ctx>) {
+    use sha2::Digest as _;
+    let Some(c) = ctx.upgrade() else { return };
+    let defs = commands::definitions(&c.config.command, &c.config.agents, &c.config.permissions);
+    let fingerprint = match serde_json::to_vec(&defs) {
+        Ok(json) => format!("{:x}", sha2::Sha256::digest(&json)),
+        Err(_) => String::new(),
+    };
+    match c.config.state.commands_registered(&fingerprint).await {
+        Ok(true) => {
+            tracing::info!("slash commands already registered with these definitions");
+            return;
+        }
+        Ok(false) => {}
+        Err(e) => tracing::debug!(error = %e, "registering the slash commands without checking"),
+    }
+    drop(c);
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let Some(c) = ctx.upgrade() else { return };
+        if c.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        match c.http.interaction(c.app).set_global_commands(&defs).await {
+            Ok(_) => {
+                c.config.state.save_commands(&fingerprint);
+                tracing::info!(commands = defs.len(), "slash commands registered");
+                return;
+            }
+            Err(e) => {
+                crate::throttle::peer_warn!(error = %e, retry_in_s = wait.as_secs(), "registering the slash commands failed");
+            }
+        }
+        drop(c);
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Started when the fleet state could not be read at start: reads it once Redis answers,
+/// merges it with what the pod decided meanwhile (a setting changed during the outage wins
+/// over the stored one; the rest is the stored one), applies it to the running conversations,
+/// writes the merged settings and joins again the voice channels the bot was in.
+async fn load_later(ctx: Weak<Ctx>) {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+        let Some(ctx) = ctx.upgrade() else { return };
+        if ctx.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(snapshot) = load_state(&ctx.config, true).await else {
+            continue;
+        };
+        let changes: Vec<_> = {
+            let mut guilds = lock(&ctx.guilds);
+            snapshot
+                .guilds
+                .into_iter()
+                .map(|(guild, stored)| {
+                    let before = guilds.settings(guild);
+                    let after = guilds.merge_stored(guild, stored);
+                    (guild, before, after)
+                })
+                .collect()
+        };
+        tracing::info!(
+            guilds = changes.len(),
+            "Redis answers: the stored settings are read and merged with the changes made meanwhile"
+        );
+        ctx.loaded.store(true, Ordering::Release);
+        let mut known: HashSet<u64> = lock(&ctx.guild_shards).keys().copied().collect();
+        for (guild, before, after) in &changes {
+            if let Some(v) = ctx.voices() {
+                v.apply(*guild, &after.agent, after.sensitivity, &before.agent);
+            }
+            known.insert(*guild);
+        }
+        for guild in known {
+            ctx.persist(guild);
+        }
+        let ready: Vec<u32> = lock(&ctx.ready_shards).iter().copied().collect();
+        for shard in ready {
+            if let Some(sender) = ctx.shard_senders.get(&shard) {
+                ctx.rejoin(sender, shard, None);
+            }
+        }
+        return;
     }
 }
 
@@ -338,7 +453,9 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
         .first()
         .cloned()
         .unwrap_or_else(|| config.command.clone());
-    let snapshot = load_state(&config).await;
+    let loaded = load_state(&config, false).await;
+    let late = loaded.is_none();
+    let snapshot = loaded.unwrap_or_default();
     let (bot_user, concurrency) = discover(&http).await;
     let queue = IdentifyQueue::new(
         config.state.clone(),
@@ -406,8 +523,17 @@ pub async fn run(config: DiscordConfig, mut shutdown: watch::Receiver<bool>) -> 
         ready_shards: Mutex::new(HashSet::new()),
         pending_runs: Mutex::new(recent_runs(&config.state, snapshot.runs)),
         stopping: AtomicBool::new(false),
+        loaded: AtomicBool::new(!late),
+        shard_senders: config.plan.shards().zip(senders.iter().cloned()).collect(),
         config,
     });
+    if late {
+        tokio::spawn(load_later(Arc::downgrade(&ctx)));
+    }
+    // One pod per application registers: the one that runs shard 0.
+    if ctx.config.plan.shards().any(|s| s == 0) {
+        tokio::spawn(register_commands(Arc::downgrade(&ctx)));
+    }
     if let Some(bot) = bot_user {
         ctx.start_voices(bot);
     }
@@ -553,7 +679,9 @@ async fn shard_loop(
         }
         match item {
             Ok(event) => handle(&ctx, &sender, id, event).await,
-            Err(e) => tracing::warn!(shard = %shard.id(), error = %e, "gateway receive error"),
+            Err(e) => {
+                crate::throttle::peer_warn!(shard = %shard.id(), error = %e, "gateway receive error")
+            }
         }
         let new_session = shard.session().map(|s| s.id()) != saved.as_ref().map(|s| s.0.as_str());
         if new_session || saved_at.elapsed() >= SESSION_SAVE_EVERY {
@@ -605,15 +733,6 @@ async fn handle(ctx: &Arc<Ctx>, sender: &MessageSender, shard: u32, event: Event
             }
             ctx.persist(id);
             ctx.rejoin(sender, shard, Some(id));
-            let defs = commands::definitions(&ctx.config.command, &ctx.config.agents);
-            if let Err(e) = ctx
-                .http
-                .interaction(ctx.app)
-                .set_guild_commands(guild.id, &defs)
-                .await
-            {
-                tracing::warn!(guild = id, error = %e, "registering commands failed");
-            }
         }
         Event::VoiceStateUpdate(vs) => {
             let Some(guild) = vs.guild_id.map(|g| g.get()) else {
@@ -640,7 +759,20 @@ async fn handle(ctx: &Arc<Ctx>, sender: &MessageSender, shard: u32, event: Event
             }
             ctx.persist(guild);
         }
-        Event::InteractionCreate(i) => interaction(ctx, sender, &i).await,
+        Event::InteractionCreate(i) => interaction(ctx, sender, i.0),
+        // Removed from the guild (an outage says `unavailable: true` and keeps everything):
+        // its settings, voice states and any saved reply are forgotten, here and in Redis.
+        Event::GuildDelete(g) if g.unavailable != Some(true) => {
+            let guild = g.id.get();
+            tracing::info!(guild, "removed from the guild; forgetting its state");
+            lock(&ctx.guilds).forget(guild);
+            lock(&ctx.guild_shards).remove(&guild);
+            lock(&ctx.pending_runs).remove(&guild);
+            if let Some(v) = ctx.voices().cloned() {
+                tokio::spawn(async move { v.leave(guild).await });
+            }
+            ctx.config.state.forget_guild(guild);
+        }
         _ => {}
     }
 }
@@ -725,15 +857,27 @@ fn voice(sender: &MessageSender, guild: u64, channel: Option<u64>) {
     };
     let cmd = UpdateVoiceState::new(guild, channel.and_then(Id::new_checked), false, false);
     if let Err(e) = sender.command(&cmd) {
-        tracing::warn!(error = %e, "voice state update not sent");
+        crate::throttle::peer_warn!(error = %e, "voice state update not sent");
     }
 }
 
-async fn interaction(ctx: &Ctx, sender: &MessageSender, i: &Interaction) {
-    let parsed = commands::parse(&ctx.config.command, i, &ctx.config.agents);
-    let content = match parsed {
+/// How long a settings reply waits for the write to reach Redis (Discord wants an answer
+/// within 3 s).
+const SAVE_WAIT: Duration = Duration::from_millis(1500);
+
+/// Runs a command on the shard loop (commands take effect in the order they came) and answers
+/// it from a task: a settings change is answered once it is in Redis ("Saved."), or after
+/// [`SAVE_WAIT`] with "not saved yet" (it applies already, and is written when Redis is back).
+fn interaction(ctx: &Arc<Ctx>, sender: &MessageSender, i: Interaction) {
+    let parsed = commands::parse(
+        &ctx.config.command,
+        &i,
+        &ctx.config.agents,
+        &ctx.config.permissions,
+    );
+    let (content, saved_for) = match parsed {
         Err(CommandError::NotOurs) => return,
-        Err(e) => e.to_string(),
+        Err(e) => (e.to_string(), None),
         Ok(command) => {
             let (Some(guild), Some(user)) = (i.guild_id, i.author_id()) else {
                 return;
@@ -760,9 +904,39 @@ async fn interaction(ctx: &Ctx, sender: &MessageSender, i: &Interaction) {
                 }
             }
             ctx.persist(guild.get());
-            reply.content
+            let setting = matches!(
+                command,
+                commands::SlashCommand::Agent(_) | commands::SlashCommand::Sensitivity(_)
+            );
+            (reply.content, setting.then_some(guild.get()))
         }
     };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let content = match saved_for {
+            Some(guild) => saved_or_not(&ctx, guild, content).await,
+            None => content,
+        };
+        respond(&ctx, &i, content).await;
+    });
+}
+
+/// A settings reply, with whether it is saved.
+async fn saved_or_not(ctx: &Ctx, guild: u64, content: String) -> String {
+    let state = &ctx.config.state;
+    if state.health() == Health::Memory {
+        return content;
+    }
+    if ctx.loaded.load(Ordering::Acquire) && state.guild_written(guild, SAVE_WAIT).await {
+        format!("{content} Saved.")
+    } else {
+        format!(
+            "{content} Not saved yet: the settings store is not answering. This applies now, and is saved as soon as the store is back."
+        )
+    }
+}
+
+async fn respond(ctx: &Ctx, i: &Interaction, content: String) {
     let response = InteractionResponse {
         kind: InteractionResponseType::ChannelMessageWithSource,
         data: Some(InteractionResponseData {
@@ -777,6 +951,6 @@ async fn interaction(ctx: &Ctx, sender: &MessageSender, i: &Interaction) {
         .create_response(i.id, &i.token, &response)
         .await
     {
-        tracing::warn!(error = %e, "answering an interaction failed");
+        crate::throttle::peer_warn!(error = %e, "answering an interaction failed");
     }
 }

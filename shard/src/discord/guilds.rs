@@ -59,6 +59,17 @@ pub struct Guilds {
     channel_names: HashMap<u64, String>,
     /// Users known to be bots (they never keep the bot in a channel).
     bots: std::collections::HashSet<u64>,
+    /// The settings this pod changed (by command, or by leaving an empty channel), per guild:
+    /// what wins over the stored settings read late (Redis was down at start).
+    touched: HashMap<u64, Touched>,
+}
+
+/// Which of a guild's settings this pod changed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Touched {
+    agent: bool,
+    sensitivity: bool,
+    channel: bool,
 }
 
 impl Guilds {
@@ -86,6 +97,32 @@ impl Guilds {
     /// Restores settings (from Redis at start-up).
     pub fn restore(&mut self, guild: u64, settings: GuildSettings) {
         self.settings.insert(guild, settings);
+    }
+
+    /// Settings read late (Redis answered after the pod started): the stored ones, except
+    /// what this pod changed since it started. Returns the guild's settings now.
+    pub fn merge_stored(&mut self, guild: u64, stored: GuildSettings) -> GuildSettings {
+        let mut merged = stored;
+        if let (Some(mine), Some(t)) = (self.settings.get(&guild), self.touched.get(&guild)) {
+            if t.agent {
+                merged.agent = mine.agent.clone();
+            }
+            if t.sensitivity {
+                merged.sensitivity = mine.sensitivity;
+            }
+            if t.channel {
+                merged.channel = mine.channel;
+            }
+        }
+        self.settings.insert(guild, merged.clone());
+        merged
+    }
+
+    /// Forgets a guild the bot was removed from (or that was deleted).
+    pub fn forget(&mut self, guild: u64) {
+        self.settings.remove(&guild);
+        self.touched.remove(&guild);
+        self.voice.retain(|(g, _), _| *g != guild);
     }
 
     /// The settings a guild chose (`None`: it never ran a command; nothing to save).
@@ -150,6 +187,7 @@ impl Guilds {
     pub fn left(&mut self, guild: u64) {
         if let Some(s) = self.settings.get_mut(&guild) {
             s.channel = None;
+            self.touched.entry(guild).or_default().channel = true;
         }
     }
 
@@ -231,6 +269,13 @@ impl Guilds {
                 ));
             }
         };
+        let t = self.touched.entry(guild).or_default();
+        match command {
+            SlashCommand::Join { .. } | SlashCommand::Leave => t.channel = true,
+            SlashCommand::Agent(_) => t.agent = true,
+            SlashCommand::Sensitivity(_) => t.sensitivity = true,
+            SlashCommand::Status => {}
+        }
         self.settings.insert(guild, settings);
         reply
     }
@@ -316,6 +361,37 @@ mod tests {
         );
         // Another guild keeps the defaults.
         assert_eq!(g.settings(2).agent, "jarvis");
+    }
+
+    #[test]
+    fn settings_read_late_keep_what_changed_meanwhile() {
+        let mut g = guilds();
+        // Redis was down at start: the pod serves the defaults; a user changes one setting.
+        g.handle(
+            G,
+            ANN,
+            &SlashCommand::Sensitivity(Sensitivity::Medium),
+            Latencies::default(),
+        );
+        let stored = GuildSettings {
+            agent: "sage".into(),
+            sensitivity: Sensitivity::High,
+            channel: Some(LOUNGE),
+        };
+        let merged = g.merge_stored(G, stored.clone());
+        assert_eq!(merged.agent, "sage", "the stored agent is kept");
+        assert_eq!(
+            merged.sensitivity,
+            Sensitivity::Medium,
+            "the new level wins"
+        );
+        assert_eq!(merged.channel, Some(LOUNGE), "the stored channel is kept");
+        assert_eq!(g.settings(G), merged);
+        // A guild nobody touched gets what was stored.
+        assert_eq!(g.merge_stored(2, stored.clone()), stored);
+        g.forget(G);
+        assert_eq!(g.settings(G).agent, "jarvis");
+        assert!(g.chosen(G).is_none());
     }
 
     #[test]

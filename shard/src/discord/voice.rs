@@ -37,8 +37,10 @@ use crate::state::{SavedRun, Sensitivity};
 /// How the Discord side gets a conversation for a voice channel: the pod's engines behind a
 /// narrow handle (the pod's `Brains` in production, anything that makes a [`Room`] in tests).
 pub trait Rooms: Send + Sync {
-    /// A new room where `agent` answers in `guild` with `sensitivity`.
-    fn open(&self, guild: u64, agent: &str, sensitivity: Sensitivity) -> Room;
+    /// A new room where `agent` answers in voice channel `channel` of `guild` with
+    /// `sensitivity`. Its conversation (and the agent's session) belongs to that channel: what
+    /// was said in one channel is not context in another.
+    fn open(&self, guild: u64, channel: u64, agent: &str, sensitivity: Sensitivity) -> Room;
 }
 
 /// A room's event, tagged with the guild and the agent of the room (for the pod's observers:
@@ -209,7 +211,7 @@ impl Voices {
         let guilds = lock(&self.guilds);
         let Some(g) = guilds.get(&guild) else { return };
         if agent != current_agent {
-            let room = Arc::new(self.rooms.open(guild, agent, sensitivity));
+            let room = Arc::new(self.rooms.open(guild, g.channel, agent, sensitivity));
             // Ends with the room it forwards.
             forward_events(&room, guild, agent, &self.events, &g.recent);
             *lock(&g.room) = room;
@@ -252,7 +254,15 @@ impl Voices {
         let call = {
             let mut guilds = lock(&self.guilds);
             if let Some(g) = guilds.get_mut(&guild) {
-                g.channel = channel;
+                if g.channel != channel {
+                    // Another channel is another conversation: a new room and session, so
+                    // nothing said in the old channel is context (or spoken) in the new one.
+                    let room = Arc::new(self.rooms.open(guild, channel, agent, sensitivity));
+                    room.set_humans(humans.max(1));
+                    forward_events(&room, guild, agent, &self.events, &g.recent);
+                    *lock(&g.room) = room;
+                    g.channel = channel;
+                }
                 g.leaving.store(false, Ordering::Release);
                 g.call.clone()
             } else {
@@ -316,7 +326,7 @@ impl Voices {
             bot,
             self.config.clone(),
         );
-        let room = Arc::new(self.rooms.open(guild, agent, sensitivity));
+        let room = Arc::new(self.rooms.open(guild, channel, agent, sensitivity));
         room.set_humans(humans.max(1));
         let recent = Arc::new(Mutex::new(Vec::new()));
         let forward = forward_events(&room, guild, agent, &self.events, &recent);
@@ -338,6 +348,7 @@ impl Voices {
                 voices: Arc::downgrade(self),
                 guild,
                 leaving: leaving.clone(),
+                rejoining: Arc::new(AtomicBool::new(false)),
             },
         );
         let call = Arc::new(tokio::sync::Mutex::new(call));
@@ -493,6 +504,8 @@ struct Rejoin {
     voices: Weak<Voices>,
     guild: u64,
     leaving: Arc<AtomicBool>,
+    /// A rejoin loop runs (a failed attempt disconnects again: one loop, not one per event).
+    rejoining: Arc<AtomicBool>,
 }
 
 #[async_trait::async_trait]
@@ -509,27 +522,34 @@ impl EventHandler for Rejoin {
         {
             return None;
         }
-        tracing::warn!(guild = self.guild, reason = ?d.reason, "voice connection lost; rejoining");
+        if self.rejoining.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        crate::throttle::peer_warn!(guild = self.guild, reason = ?d.reason, "voice connection lost; rejoining");
         let voices = self.voices.clone();
         let guild = self.guild;
         let leaving = self.leaving.clone();
+        let rejoining = self.rejoining.clone();
+        // Until it works, however long the voice server is gone: the bot stays in the
+        // channel the guild asked for unless it is told to leave (or the channel empties).
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(500);
-            for _ in 0..6 {
+            loop {
                 tokio::time::sleep(backoff).await;
-                let Some(v) = voices.upgrade() else { return };
+                let Some(v) = voices.upgrade() else { break };
                 if leaving.load(Ordering::Acquire) {
-                    return;
+                    break;
                 }
                 match v.rejoin(guild).await {
                     Ok(()) => {
                         tracing::info!(guild, "voice rejoined");
-                        return;
+                        break;
                     }
-                    Err(e) => tracing::warn!(guild, error = %e, "rejoin failed"),
+                    Err(e) => crate::throttle::peer_warn!(guild, error = %e, "rejoin failed"),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+            rejoining.store(false, Ordering::Release);
         });
         None
     }

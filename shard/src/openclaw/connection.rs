@@ -252,7 +252,7 @@ async fn pump(
                         if let Some(tx) = tx
                             && tx.try_send(Ok(chat)).is_err()
                         {
-                            tracing::warn!("a reply stream is not being read; dropping an event");
+                            crate::throttle::peer_warn!("a reply stream is not being read; dropping an event");
                         }
                         shared.dispatch_us.store(arrived.elapsed().as_micros() as u64, Ordering::Relaxed);
                     }
@@ -262,9 +262,7 @@ async fn pump(
                     Ok(Inbound::Event(_)) => {}
                     Err(e) => {
                         malformed += 1;
-                        if malformed <= 3 {
-                            tracing::warn!(error = %e, "ignoring a malformed gateway frame");
-                        }
+                        crate::throttle::peer_warn!(error = %e, malformed, "ignoring a malformed gateway frame");
                     }
                 }
             }

@@ -20,7 +20,7 @@ use crate::listen::stt::SttConfig;
 use crate::listen::{EnginePool, Models, PoolConfig};
 use crate::models::{ModelPaths, WhisperModel};
 use crate::openclaw::device::{CredentialStore, FileStore, MemoryStore};
-use crate::openclaw::{ClientConfig, GatewayClient, session_key};
+use crate::openclaw::{ClientConfig, ClientError, GatewayClient, session_key};
 use crate::secret::Secret;
 use crate::speak::tts::Voice;
 use crate::speak::tts::http::{HttpTts, HttpTtsConfig};
@@ -74,6 +74,9 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// How long the start waits for the OpenClaw gateway before it goes on without it.
+pub const GATEWAY_WAIT: Duration = Duration::from_secs(10);
+
 /// How to load [`Brains`].
 #[derive(Debug, Clone)]
 pub struct BrainsConfig {
@@ -83,8 +86,13 @@ pub struct BrainsConfig {
     pub whisper: WhisperModel,
     /// Listening workers (each a Smart Turn session and a Whisper state; one model in memory).
     pub workers: usize,
+    /// Piper sessions per voice.
+    pub tts_workers: usize,
     /// The OpenClaw gateway (`None`: no answers).
     pub gateway: Option<ClientConfig>,
+    /// How long the start waits for the gateway before it goes on without it (it keeps
+    /// reconnecting; a refused token stops the start instead).
+    pub gateway_wait: Duration,
     /// Where the gateway device identity is kept (`None`: in memory).
     pub state_dir: Option<std::path::PathBuf>,
     /// The device identity's store when it is not a directory (Redis: the fleet's identity);
@@ -115,7 +123,9 @@ impl BrainsConfig {
             models_dir,
             whisper: super::settings::whisper(bot.models.whisper),
             workers: bot.limits.workers as usize,
+            tts_workers: bot.limits.tts_workers as usize,
             gateway,
+            gateway_wait: GATEWAY_WAIT,
             state_dir: None,
             credentials: None,
             scope: String::new(),
@@ -134,6 +144,7 @@ fn load_voices(
     tts: &TtsConfig,
     api_key: Option<&Secret>,
     agents: &[AgentConfig],
+    tts_workers: usize,
 ) -> anyhow::Result<(Voice, HashMap<String, AgentProfile>)> {
     let mut loaded: HashMap<String, Voice> = HashMap::new();
     let mut load = |name: &str| -> anyhow::Result<Voice> {
@@ -141,7 +152,7 @@ fn load_voices(
             return Ok(v.clone());
         }
         let voice = match tts.backend {
-            TtsBackend::Piper => Voice::local(env, paths, name)?,
+            TtsBackend::Piper => Voice::local_pool(env, paths, name, tts_workers)?,
             TtsBackend::Http => {
                 let url = tts
                     .url
@@ -187,7 +198,9 @@ impl Brains {
             models_dir,
             whisper,
             workers,
+            tts_workers,
             gateway,
+            gateway_wait,
             state_dir,
             credentials,
             scope,
@@ -223,6 +236,7 @@ impl Brains {
                     &tts,
                     tts_api_key.as_ref(),
                     &agents,
+                    tts_workers,
                 )?;
                 let mut all = vec![first];
                 for _ in 1..workers {
@@ -242,7 +256,18 @@ impl Brains {
                     (None, None) => Arc::new(MemoryStore::new()?),
                 };
                 let client = GatewayClient::start(config, store);
-                client.wait_connected(Duration::from_secs(30)).await?;
+                match client.wait_connected(gateway_wait).await {
+                    Ok(()) => {}
+                    // A refused token does not fix itself: say so by not starting.
+                    Err(e @ ClientError::Auth { .. }) => return Err(e.into()),
+                    // Down, starting, or waiting for the device's pairing: the pod serves
+                    // anyway (Discord, voice, listening) and the client keeps reconnecting;
+                    // a turn meanwhile is answered with an apology, not silence.
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "the OpenClaw gateway does not answer yet; starting anyway and reconnecting in the background"
+                    ),
+                }
                 Some(client)
             }
         };
@@ -260,8 +285,16 @@ impl Brains {
         })
     }
 
-    /// The conversation of `agent` in `guild`: its names (aliases too), persona and voice.
-    pub fn conversation(&self, agent: &str, guild: u64, sensitivity: Sensitivity) -> Conversation {
+    /// The conversation of `agent` in voice channel `channel` of `guild`: its names (aliases
+    /// too), persona and voice, and a session of its own (`guild-{guild}:channel-{channel}`):
+    /// moving to another channel does not carry what was said in the first.
+    pub fn conversation(
+        &self,
+        agent: &str,
+        guild: u64,
+        channel: u64,
+        sensitivity: Sensitivity,
+    ) -> Conversation {
         let display = display_name(agent);
         let profile = self.agents.get(agent);
         let mut names = vec![display.as_str()];
@@ -273,7 +306,7 @@ impl Brains {
             NameMatcher::new(&names, self.common.clone()),
             self.relevance,
         );
-        let id = format!("guild-{guild}");
+        let id = format!("guild-{guild}:channel-{channel}");
         let mut c = Conversation::new(
             display,
             session_key(agent, &self.scope, &id),
@@ -296,10 +329,10 @@ impl Brains {
 }
 
 impl Rooms for Brains {
-    fn open(&self, guild: u64, agent: &str, sensitivity: Sensitivity) -> Room {
+    fn open(&self, guild: u64, channel: u64, agent: &str, sensitivity: Sensitivity) -> Room {
         Room::start(
             self.room,
-            self.conversation(agent, guild, sensitivity),
+            self.conversation(agent, guild, channel, sensitivity),
             self.pool.clone(),
             self.vads.clone(),
         )

@@ -28,6 +28,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::watch;
 
+use crate::discord::commands::CommandPermissions;
 use crate::discord::gateway::DiscordConfig;
 use crate::discord::plan::ShardPlan;
 use crate::metrics::ShardMetrics;
@@ -101,6 +102,7 @@ pub async fn run(options: PodOptions, shutdown: watch::Receiver<bool>) -> anyhow
                 url: Secret::new(url.trim()),
                 prefix: options.redis_prefix.clone(),
                 seal_key: settings.state_key.clone(),
+                ca: settings.redis_ca.clone(),
             })?;
             tracing::info!(redis = %crate::state::redact(url), prefix = %options.redis_prefix, "fleet state in Redis");
             state
@@ -129,6 +131,7 @@ pub async fn run(options: PodOptions, shutdown: watch::Receiver<bool>) -> anyhow
         pod: options.pod.clone(),
         identify_interval: options.identify_interval,
         default_sensitivity: settings.sensitivity,
+        permissions: CommandPermissions::new(settings.commands.clone()),
         state: state.clone(),
         metrics: Some(metrics.clone()),
         ready: Some(ready),
@@ -197,7 +200,9 @@ async fn load_brains(
         models_dir: options.models_dir.clone(),
         whisper: settings.whisper,
         workers: settings.workers,
+        tts_workers: settings.tts_workers,
         gateway,
+        gateway_wait: brains::GATEWAY_WAIT,
         state_dir: options.state_dir.clone(),
         credentials,
         scope: scope.to_string(),

@@ -3,7 +3,7 @@
 //! Each function here is what a field's "where it takes effect" in the README points to.
 
 use anyhow::Context as _;
-use voicebot_config::{AgentConfig, BotConfig, TtsConfig, env};
+use voicebot_config::{AgentConfig, BotConfig, CommandsConfig, TtsConfig, env};
 
 use crate::converse::room::RoomConfig;
 use crate::listen::ListenerConfig;
@@ -43,6 +43,8 @@ pub struct Settings {
     pub whisper: WhisperModel,
     /// Listening workers.
     pub workers: usize,
+    /// Piper sessions per voice (`limits.ttsWorkers`).
+    pub tts_workers: usize,
     /// The OpenClaw gateway URL (`None`: the bot listens but does not answer).
     pub gateway: Option<String>,
     /// The Redis URL.
@@ -54,8 +56,13 @@ pub struct Settings {
     /// Seals the secrets kept in Redis (from `VOICEBOT_STATE_KEY`; required when the file
     /// names `redis.sealKeySecret`).
     pub state_key: Option<Secret>,
+    /// The CA of Redis's TLS certificate (PEM, from `REDIS_CA`; required when the file names
+    /// `redis.caSecret`).
+    pub redis_ca: Option<Vec<u8>>,
     /// Listening and room bounds.
     pub room: RoomConfig,
+    /// Who may run each subcommand.
+    pub commands: CommandsConfig,
 }
 
 impl Settings {
@@ -125,8 +132,19 @@ impl Settings {
                 env::STATE_KEY
             );
         }
+        let redis_ca = std::env::var(env::REDIS_CA)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(String::into_bytes);
+        if redis_ca.is_none() && bot.as_ref().is_some_and(|b| b.redis.ca_secret.is_some()) {
+            anyhow::bail!(
+                "redis.caSecret is set but ${} is empty (the operator passes it from the Secret)",
+                env::REDIS_CA
+            );
+        }
         Ok(Self {
             state_key,
+            redis_ca,
             agents,
             sensitivity: bot
                 .as_ref()
@@ -139,6 +157,11 @@ impl Settings {
                 .workers
                 .or(bot.as_ref().map(|b| b.limits.workers as usize))
                 .unwrap_or(2),
+            tts_workers: bot
+                .as_ref()
+                .map_or(voicebot_config::defaults::tts_workers() as usize, |b| {
+                    b.limits.tts_workers as usize
+                }),
             gateway: o
                 .gateway
                 .clone()
@@ -147,6 +170,7 @@ impl Settings {
             tts,
             tts_api_key,
             room: bot.as_ref().map(room).unwrap_or_default(),
+            commands: bot.as_ref().map(|b| b.commands.clone()).unwrap_or_default(),
         })
     }
 }

@@ -45,6 +45,11 @@ const DEVICE_TOKEN_KEY: &str = "openclaw:device-token";
 
 /// How long a run in flight is worth recovering after a restart.
 pub const RUN_TTL: Duration = Duration::from_secs(10 * 60);
+/// The fingerprint of the slash commands last registered for the application.
+const COMMANDS_KEY: &str = "commands";
+/// Registered commands are registered again after this long even when unchanged (they may
+/// have been removed by hand in the Developer Portal).
+pub const COMMANDS_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Now, in ms since the epoch (the clock of saved records).
 pub fn epoch_ms() -> u64 {
@@ -63,6 +68,25 @@ pub struct StateConfig {
     /// The key that seals secrets kept in Redis (the device identity and token):
     /// `VOICEBOT_STATE_KEY`, from a Kubernetes Secret. `None`: they are kept unsealed.
     pub seal_key: Option<Secret>,
+    /// PEM certificate of the CA that signed Redis's TLS certificate (`rediss://`; `REDIS_CA`,
+    /// from a Secret). `None`: the system's roots.
+    pub ca: Option<Vec<u8>>,
+}
+
+/// A Redis client for `url`: over TLS for `rediss://`, Redis's certificate checked against
+/// `ca` (PEM) or the system's roots.
+pub fn redis_client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, StateError> {
+    let client = match ca {
+        Some(ca) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            },
+        ),
+        None => redis::Client::open(url),
+    };
+    client.map_err(|e| StateError::Url(describe(&e)))
 }
 
 impl std::fmt::Debug for StateConfig {
@@ -71,6 +95,7 @@ impl std::fmt::Debug for StateConfig {
             .field("url", &redact(self.url.expose()))
             .field("prefix", &self.prefix)
             .field("sealed", &self.seal_key.is_some())
+            .field("ca", &self.ca.is_some())
             .finish()
     }
 }
@@ -190,6 +215,8 @@ struct Inner {
     mirror: Mutex<BTreeMap<String, Entry>>,
     /// Keys changed since the writer last sent them.
     dirty: Mutex<BTreeSet<String>>,
+    /// Keys of the batch on its way (not written until Redis says so).
+    inflight: Mutex<BTreeSet<String>>,
     /// A batch is on its way.
     writing: AtomicBool,
     wake: Notify,
@@ -243,8 +270,7 @@ impl FleetState {
     /// State mirrored to Redis. Connects lazily: a Redis that is down now only delays the
     /// writes (degraded mode). Spawns the writer task (call inside a tokio runtime).
     pub fn connect(config: &StateConfig) -> Result<Self, StateError> {
-        let client =
-            redis::Client::open(config.url.expose()).map_err(|e| StateError::Url(describe(&e)))?;
+        let client = redis_client(config.url.expose(), config.ca.as_deref())?;
         let manager = ConnectionManager::new_lazy_with_config(
             client,
             ConnectionManagerConfig::new()
@@ -272,6 +298,7 @@ impl FleetState {
                 conn,
                 mirror: Mutex::new(BTreeMap::new()),
                 dirty: Mutex::new(BTreeSet::new()),
+                inflight: Mutex::new(BTreeSet::new()),
                 writing: AtomicBool::new(false),
                 wake: Notify::new(),
                 written: Notify::new(),
@@ -358,12 +385,75 @@ impl FleetState {
         tokio::time::timeout(timeout, done).await.is_ok()
     }
 
+    /// Waits until `key`'s latest value has reached Redis, or `timeout` passes. Without Redis
+    /// there is nothing to wait for (memory is all there is).
+    async fn written(&self, key: &str, timeout: Duration) -> bool {
+        if self.inner.conn.is_none() {
+            return true;
+        }
+        // Both under the `dirty` lock, the writer's order: a failed batch moves its keys from
+        // `inflight` back to `dirty` under it, so a key is never seen in neither.
+        let pending = || {
+            let dirty = lock(&self.inner.dirty);
+            dirty.contains(key) || lock(&self.inner.inflight).contains(key)
+        };
+        let done = async {
+            loop {
+                let written = self.inner.written.notified();
+                if !pending() {
+                    return;
+                }
+                self.inner.wake.notify_one();
+                let _ = tokio::time::timeout(Duration::from_millis(50), written).await;
+            }
+        };
+        tokio::time::timeout(timeout, done).await.is_ok()
+    }
+
     // ---- typed API -------------------------------------------------------------------------
+
+    /// Waits until the guild's settings as last saved are in Redis (`timeout`: how long the
+    /// user may wait for "saved"). `false`: not yet; the writer keeps them and retries.
+    pub async fn guild_written(&self, guild: u64, timeout: Duration) -> bool {
+        self.written(&self.key(&format!("guild:{guild}")), timeout)
+            .await
+    }
 
     /// A guild's settings changed (agent, sensitivity, the bot's voice channel).
     pub fn save_guild(&self, guild: u64, settings: &GuildSettings) {
         let entry = Entry::Hash(guild_fields(settings), None);
         self.set(self.key(&format!("guild:{guild}")), entry);
+    }
+
+    /// Whether the application's slash commands are registered as `fingerprint` says (by
+    /// this pod or another, within [`COMMANDS_TTL`]). `false` without Redis; an error when
+    /// Redis does not answer (register anyway: it is idempotent).
+    pub async fn commands_registered(&self, fingerprint: &str) -> Result<bool, StateError> {
+        let Some(mut conn) = self.conn() else {
+            return Ok(false);
+        };
+        self.count_trip();
+        let stored: Option<String> = redis::cmd("GET")
+            .arg(self.key(COMMANDS_KEY))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| StateError::Unreachable(describe(&e)))?;
+        Ok(stored.as_deref() == Some(fingerprint))
+    }
+
+    /// The application's slash commands were registered as `fingerprint`.
+    pub fn save_commands(&self, fingerprint: &str) {
+        self.set(
+            self.key(COMMANDS_KEY),
+            Entry::Str(fingerprint.to_string(), Some(COMMANDS_TTL)),
+        );
+    }
+
+    /// A guild the bot left for good: its settings, voice states and saved run are deleted.
+    pub fn forget_guild(&self, guild: u64) {
+        for key in ["guild", "voice", "conv"] {
+            self.set(self.key(&format!("{key}:{guild}")), Entry::Absent);
+        }
     }
 
     /// The voice states of a guild's members (who is in which channel).
@@ -705,7 +795,11 @@ async fn writer(state: FleetState) {
         let keys: Vec<String> = {
             let mut dirty = lock(&inner.dirty);
             inner.writing.store(!dirty.is_empty(), Ordering::Release);
-            std::mem::take(&mut *dirty).into_iter().collect()
+            let keys = std::mem::take(&mut *dirty);
+            // Taken from `dirty` and put in `inflight` under the same lock: a key is always
+            // in one of them until Redis has it.
+            lock(&inner.inflight).extend(keys.iter().cloned());
+            keys.into_iter().collect()
         };
         let probe = keys.is_empty() && inner.degraded.load(Ordering::Acquire);
         if keys.is_empty() && !probe {
@@ -774,6 +868,7 @@ async fn writer(state: FleetState) {
                     );
                 }
                 backoff = MIN_BACKOFF;
+                lock(&inner.inflight).clear();
                 inner.writing.store(false, Ordering::Release);
             }
             Err(e) => {
@@ -787,7 +882,10 @@ async fn writer(state: FleetState) {
                 {
                     // Everything, not only this batch: Redis may come back without its data.
                     let all: Vec<String> = lock(&inner.mirror).keys().cloned().collect();
-                    lock(&inner.dirty).extend(all);
+                    let mut dirty = lock(&inner.dirty);
+                    dirty.extend(all);
+                    let mut inflight = lock(&inner.inflight);
+                    dirty.extend(std::mem::take(&mut *inflight));
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -813,6 +911,7 @@ mod tests {
             url: Secret::new("redis://:hunter2@h:1"),
             prefix: "p:".into(),
             seal_key: Some(Secret::new("the-seal-key")),
+            ca: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
         };
         assert!(!format!("{config:?}").contains("hunter2"));
         assert!(!format!("{config:?}").contains("the-seal-key"));

@@ -68,6 +68,26 @@ impl Redis {
         }
     }
 
+    /// SIGSTOP: Redis hangs (its connections stay open, nothing answers), as a Redis does
+    /// that is swapping, paused by its node, or stuck in a long command.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: Redis answers again, with everything it held.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis is running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     pub fn url(&self) -> String {
         format!("redis://:{PASSWORD}@127.0.0.1:{}", self.port)
     }

@@ -122,11 +122,7 @@ pub fn engines() -> &'static (
         )
         .expect("piper");
         let pool = EnginePool::new(vec![first, second], PoolConfig::default());
-        (
-            Arc::new(pool),
-            vads,
-            Voice::Piper(Arc::new(Mutex::new(voice))),
-        )
+        (Arc::new(pool), vads, Voice::piper(voice))
     })
 }
 

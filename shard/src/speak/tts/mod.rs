@@ -5,13 +5,14 @@ pub mod piper;
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 /// An agent's voice.
 #[derive(Clone)]
 pub enum Voice {
-    /// A Piper voice run in the pod (blocking inference, on the blocking pool).
-    Piper(Arc<Mutex<piper::PiperVoice>>),
+    /// A Piper voice run in the pod (blocking inference, on the blocking pool), with its
+    /// pool of sessions.
+    Piper(Arc<PiperPool>),
     /// A remote endpoint.
     Http(Arc<http::HttpTts>),
     /// One of espeak-ng's own voices (`espeak:en-us+f3`): formant synthesis in the pod, the
@@ -45,17 +46,36 @@ impl Voice {
                 rate,
             });
         }
-        Ok(Self::Piper(Arc::new(Mutex::new(piper::PiperVoice::load(
-            env,
-            &paths.piper_voice(name)?,
-            1,
-        )?))))
+        Self::local_pool(env, paths, name, 1)
+    }
+
+    /// [`Voice::local`], a Piper voice with `workers` sessions (sentences of several rooms
+    /// are synthesised at once; an espeak-ng voice needs no pool).
+    pub fn local_pool(
+        env: &ort::environment::Environment,
+        paths: &crate::models::ModelPaths,
+        name: &str,
+        workers: usize,
+    ) -> Result<Self, crate::error::Error> {
+        if name.starts_with(voicebot_config::ESPEAK_PREFIX) {
+            return Self::local(env, paths, name);
+        }
+        let path = paths.piper_voice(name)?;
+        let voices = (0..workers.max(1))
+            .map(|_| piper::PiperVoice::load(env, &path, 1))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::Piper(Arc::new(PiperPool::new(voices))))
+    }
+
+    /// A Piper voice with one session.
+    pub fn piper(voice: piper::PiperVoice) -> Self {
+        Self::Piper(Arc::new(PiperPool::new(vec![voice])))
     }
 
     /// Sample rate of the audio this voice produces.
     pub fn sample_rate(&self) -> u32 {
         match self {
-            Self::Piper(v) => v.lock().map_or(22_050, |v| v.sample_rate()),
+            Self::Piper(pool) => pool.sample_rate,
             Self::Http(_) => http::PCM_RATE,
             Self::Espeak { rate, .. } => *rate,
         }
@@ -64,16 +84,12 @@ impl Voice {
     /// Speaks `text`, sending audio chunks into `tx` as they are ready.
     pub async fn speak(&self, text: String, tx: &mpsc::Sender<Vec<f32>>) -> Result<(), String> {
         match self {
-            Self::Piper(voice) => {
-                let voice = voice.clone();
-                send_blocking(tx, move || {
-                    voice
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .synthesize(&text)
-                        .map_err(|e| e.to_string())
-                })
-                .await
+            Self::Piper(pool) => {
+                let audio = pool.synthesize(text).await?;
+                if !audio.is_empty() {
+                    let _ = tx.send(audio).await;
+                }
+                Ok(())
             }
             Self::Espeak { voice, .. } => {
                 let voice = voice.clone();
@@ -104,4 +120,67 @@ async fn send_blocking(
         let _ = tx.send(audio).await;
     }
     Ok(())
+}
+
+/// A Piper voice's sessions: as many sentences synthesised at once as it has sessions; the
+/// others wait their turn on a semaphore (not on a blocking thread). A session is handed back
+/// by the blocking task itself, so a reply that is abandoned (barge-in) loses none.
+pub struct PiperPool {
+    free: Arc<Mutex<Vec<piper::PiperVoice>>>,
+    permits: Arc<Semaphore>,
+    sample_rate: u32,
+    size: usize,
+}
+
+impl PiperPool {
+    /// A pool of these sessions (of one voice).
+    pub fn new(voices: Vec<piper::PiperVoice>) -> Self {
+        let sample_rate = voices
+            .first()
+            .map_or(22_050, piper::PiperVoice::sample_rate);
+        let size = voices.len();
+        Self {
+            free: Arc::new(Mutex::new(voices)),
+            permits: Arc::new(Semaphore::new(size)),
+            sample_rate,
+            size,
+        }
+    }
+
+    /// Sessions in the pool.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Sessions synthesising now.
+    pub fn busy(&self) -> usize {
+        self.size - self.permits.available_permits()
+    }
+
+    /// Sessions waiting for work (all of them once nothing runs: none is ever lost).
+    pub fn idle(&self) -> usize {
+        crate::lock(&self.free).len()
+    }
+
+    /// Speaks `text` on the first free session.
+    pub async fn synthesize(&self, text: String) -> Result<Vec<f32>, String> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let free = self.free.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut voice = crate::lock(&free)
+                .pop()
+                .ok_or_else(|| "the voice has no session left".to_string())?;
+            let result = voice.synthesize(&text).map_err(|e| e.to_string());
+            crate::lock(&free).push(voice);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
 }
