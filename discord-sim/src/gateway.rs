@@ -360,7 +360,7 @@ pub(crate) fn commands_offered(state: &Shared, guild: u64) -> Option<Value> {
         .filter(|((g, _), _)| g.is_none() || *g == Some(guild))
         .map(|(_, c)| c.clone())
         .collect();
-    (delivered && !commands.is_empty()).then(|| Value::Array(commands))
+    (delivered && !commands.is_empty()).then_some(Value::Array(commands))
 }
 
 /// The bot is removed from a guild: GUILD_DELETE (no `unavailable`) on its shard, and the

@@ -11,7 +11,7 @@ mod common;
 #[path = "../../demo/src/local_gateway.rs"]
 mod gateway;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use voicebot_shard::converse::engine::Conversation;
