@@ -77,18 +77,7 @@ impl Drop for Pod {
 }
 
 async fn command(sim: &Simulator, user: &User, options: serde_json::Value) -> String {
-    let id = sim.run_command(GUILD, user, "jarvis", options).unwrap();
-    let SimEvent::InteractionReply { content, .. } = sim
-        .wait_for(
-            "the answer",
-            |e| matches!(e, SimEvent::InteractionReply { interaction, .. } if *interaction == id),
-        )
-        .await
-        .unwrap()
-    else {
-        unreachable!()
-    };
-    content
+    command_in(sim, GUILD, user, options).await
 }
 
 fn says(text: &str) -> Vec<f32> {
@@ -224,11 +213,11 @@ async fn a_pod_killed_mid_reply_is_replaced_and_the_reply_is_spoken() {
 }
 
 /// The simulator with TLS voice, Ann in the Lounge, and the pod joined there.
-async fn in_voice(
-    redis: &Redis,
-    n: u32,
-    gateway_url: Option<&str>,
-) -> (Simulator, User, Pod, PathBuf) {
+///
+/// Each test has its own guild (`GUILD + n`): the tests of this file run at once against one
+/// OpenClaw gateway, and a guild's voice channel is a session there.
+async fn in_voice(redis: &Redis, n: u32, gateway_url: Option<&str>) -> (Simulator, User, Pod, u64) {
+    let guild = GUILD + u64::from(n);
     let tls = std::sync::Arc::new(TlsIdentity::generate().unwrap());
     let cert = common::scratch().join(format!("sim-ca-{n}.pem"));
     std::fs::write(&cert, tls.cert_pem()).unwrap();
@@ -239,29 +228,49 @@ async fn in_voice(
     .await
     .unwrap();
     let ann = User::new(1_900_000_000_000_000_001, "Ann", false);
-    sim.add_guild(Guild::new(GUILD, &ann, (LOUNGE, "Lounge"), &[]));
+    sim.add_guild(Guild::new(guild, &ann, (LOUNGE, "Lounge"), &[]));
     let pod = match gateway_url {
         Some(url) => Pod::start_with_gateway(&sim, redis, &cert, n, url),
         None => Pod::start(&sim, redis, &cert, n),
     };
-    sim.wait_for_commands_within(GUILD, Duration::from_secs(120))
+    sim.wait_for_commands_within(guild, Duration::from_secs(120))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", pod.logs()));
-    sim.user_voice(GUILD, &ann, Some(LOUNGE)).unwrap();
+    sim.user_voice(guild, &ann, Some(LOUNGE)).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    command(&sim, &ann, json!([{"name": "join", "type": 1}])).await;
-    sim.wait_voice_ready(GUILD, &ann, Duration::from_secs(30))
+    command_in(&sim, guild, &ann, json!([{"name": "join", "type": 1}])).await;
+    sim.wait_voice_ready(guild, &ann, Duration::from_secs(30))
         .await
         .unwrap();
-    (sim, ann, pod, cert)
+    (sim, ann, pod, guild)
+}
+
+async fn command_in(
+    sim: &Simulator,
+    guild: u64,
+    user: &User,
+    options: serde_json::Value,
+) -> String {
+    let id = sim.run_command(guild, user, "jarvis", options).unwrap();
+    let SimEvent::InteractionReply { content, .. } = sim
+        .wait_for(
+            "the answer",
+            |e| matches!(e, SimEvent::InteractionReply { interaction, .. } if *interaction == id),
+        )
+        .await
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    content
 }
 
 /// Ann asks; what the bot says back, as Whisper hears it (lower case, digits as words).
-async fn ask(sim: &Simulator, ann: &User, pod: &Pod, question: &str) -> String {
-    let asked = sim.speak(GUILD, ann, &says(question)).await.unwrap();
+async fn ask(sim: &Simulator, guild: u64, ann: &User, pod: &Pod, question: &str) -> String {
+    let asked = sim.speak(guild, ann, &says(question)).await.unwrap();
     let (_, pcm) = sim
         .wait_bot_answer(
-            GUILD,
+            guild,
             asked.stopped,
             Duration::from_millis(1500),
             Duration::from_secs(60),
@@ -279,23 +288,29 @@ async fn ask(sim: &Simulator, ann: &User, pod: &Pod, question: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_hangs_30_s_mid_conversation_stops_nothing_and_loses_nothing() {
     let redis = Redis::start();
-    let (sim, ann, pod, _cert) = in_voice(&redis, 10, None).await;
-    let heard = ask(&sim, &ann, &pod, "Jarvis, what is two plus two?").await;
+    let (sim, ann, pod, guild) = in_voice(&redis, 10, None).await;
+    let before = Instant::now();
+    let heard = ask(&sim, guild, &ann, &pod, "Jarvis, what is two plus two?").await;
+    eprintln!(
+        "Redis up: a turn (question spoken, answer heard) took {} ms",
+        before.elapsed().as_millis()
+    );
     assert!(heard.contains("four"), "{heard}");
 
     redis.pause();
     let paused = Instant::now();
-    let heard = ask(&sim, &ann, &pod, "Jarvis, what is two plus two?").await;
+    let heard = ask(&sim, guild, &ann, &pod, "Jarvis, what is two plus two?").await;
     eprintln!(
-        "Redis hung: a turn answered {} ms into the outage",
+        "Redis hung: a turn (question spoken, answer heard) took {} ms",
         paused.elapsed().as_millis()
     );
     assert!(
         heard.contains("four"),
         "answered while Redis hangs: {heard}"
     );
-    let changed = command(
+    let changed = command_in(
         &sim,
+        guild,
         &ann,
         json!([{"name": "sensitivity", "type": 1,
         "options": [{"name": "level", "type": 3, "value": "high"}]}]),
@@ -306,8 +321,8 @@ async fn a_redis_that_hangs_30_s_mid_conversation_stops_nothing_and_loses_nothin
     tokio::time::sleep(outage.saturating_sub(paused.elapsed())).await;
     redis.resume();
     let resumed = Instant::now();
-    let guild = redis
-        .wait_hash(&format!("guild:{GUILD}"), |h| {
+    let stored = redis
+        .wait_hash(&format!("guild:{guild}"), |h| {
             h.get("sensitivity").is_some_and(|s| s == "high")
         })
         .await;
@@ -315,8 +330,8 @@ async fn a_redis_that_hangs_30_s_mid_conversation_stops_nothing_and_loses_nothin
         "Redis back after 30 s: the change made during the outage written in {} ms",
         resumed.elapsed().as_millis()
     );
-    assert_eq!(guild["channel"], LOUNGE.to_string());
-    let heard = ask(&sim, &ann, &pod, "Jarvis, what is two plus two?").await;
+    assert_eq!(stored["channel"], LOUNGE.to_string());
+    let heard = ask(&sim, guild, &ann, &pod, "Jarvis, what is two plus two?").await;
     assert!(heard.contains("four"), "{heard}");
     let logs = pod.kill();
     assert!(logs.contains("Redis is unreachable"), "{logs}");
@@ -341,9 +356,9 @@ async fn a_pod_started_while_the_gateway_is_down_apologises_then_answers() {
     // The pod dials a port where nothing listens yet.
     let port = free_port();
     let redis = Redis::start();
-    let (sim, ann, pod, _cert) =
+    let (sim, ann, pod, guild) =
         in_voice(&redis, 20, Some(&format!("ws://127.0.0.1:{port}"))).await;
-    let heard = ask(&sim, &ann, &pod, "Jarvis, what is two plus two?").await;
+    let heard = ask(&sim, guild, &ann, &pod, "Jarvis, what is two plus two?").await;
     assert!(
         heard.contains("sorry") || heard.contains("connection"),
         "an apology while the gateway is down: {heard}"
@@ -376,7 +391,7 @@ async fn a_pod_started_while_the_gateway_is_down_apologises_then_answers() {
         "gateway up → the pod connected in {} ms",
         up.elapsed().as_millis()
     );
-    let heard = ask(&sim, &ann, &pod, "Jarvis, what is two plus two?").await;
+    let heard = ask(&sim, guild, &ann, &pod, "Jarvis, what is two plus two?").await;
     assert!(heard.contains("four"), "{heard}");
     let logs = pod.kill();
     assert!(logs.contains("does not answer yet"), "{logs}");
