@@ -11,8 +11,13 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-scripts/setup.sh
+t0=$SECONDS
+say() { printf '\033[1;34m[demo %dm%02ds]\033[0m %s\n' $(((SECONDS - t0) / 60)) $(((SECONDS - t0) % 60)) "$*" >&2; }
+# Only what the demo needs (no Redis, Prometheus or Kubernetes tooling: the tests install those).
+scripts/setup.sh --demo
+say "building voicebot-demo (the first build takes several minutes on 2 cores)"
 cargo build --quiet --locked -p voicebot-demo
+say "built"
 
 # The first argument is the WAV to say, unless it is a flag (`scripts/demo.sh --voicebot …`).
 input=""

@@ -7,8 +7,11 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 k8s_dir="$root/.cache/k8s"
 bin="$k8s_dir/bin"
-say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
-die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+# Elapsed time since setup.sh started (SETUP_T0), or since this script did.
+SETUP_T0="${SETUP_T0:-$(date +%s)}"
+elapsed() { local s=$(($(date +%s) - SETUP_T0)); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+say() { printf '\033[1;34m[setup %s]\033[0m %s\n' "$(elapsed)" "$*" >&2; }
+die() { printf '\033[1;31m[setup %s] error:\033[0m %s\n' "$(elapsed)" "$*" >&2; exit 1; }
 
 if [[ -x "$bin/kube-apiserver" ]] && command -v etcd >/dev/null; then
   say "kube-apiserver $("$bin/kube-apiserver" --version 2>/dev/null | awk '{print $2}') and etcd present"

@@ -3,6 +3,9 @@
 # Everything lands under .cache/ (gitignored); a second run checks stamps and does nothing.
 #
 #   scripts/setup.sh            everything the demo and the tests need
+#   scripts/setup.sh --demo     only what `scripts/demo.sh` needs: the demo's system packages,
+#                               the models and the OpenClaw gateway (no Redis, Prometheus,
+#                               helm, kubectl or kube-apiserver)
 #   SETUP_SKIP_APT=1 ...        skip the system packages (e.g. in a prepared container)
 #   SETUP_SKIP_OPENCLAW=1 / SETUP_SKIP_K8S=1 / SETUP_SKIP_APISERVER=1
 #                               skip the gateway / helm and validators / kube-apiserver + etcd
@@ -14,11 +17,28 @@ models="$cache/models"
 wheels="$cache/wheels"
 mkdir -p "$models" "$wheels"
 
-say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
-die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+demo_only=0
+case "${1:-}" in
+  "") ;;
+  --demo) demo_only=1 ;;
+  *) printf 'usage: scripts/setup.sh [--demo]\n' >&2; exit 2 ;;
+esac
+if ((demo_only)); then
+  SETUP_SKIP_K8S=1
+  SETUP_SKIP_APISERVER=1
+fi
+
+# Every line says how long setup has run so far (a first run takes minutes: say where it is).
+export SETUP_T0="${SETUP_T0:-$(date +%s)}"
+elapsed() { local s=$(($(date +%s) - SETUP_T0)); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+say() { printf '\033[1;34m[setup %s]\033[0m %s\n' "$(elapsed)" "$*" >&2; }
+die() { printf '\033[1;31m[setup %s] error:\033[0m %s\n' "$(elapsed)" "$*" >&2; exit 1; }
 
 # --- system packages ---------------------------------------------------------------------
-apt_packages=(cmake clang libclang-dev pkg-config libopus-dev espeak-ng libespeak-ng-dev sox redis-server python3-venv openssl prometheus curl)
+# The demo needs the build tools, Opus, espeak-ng and sox; the tests add Redis, Prometheus and
+# what the Kubernetes tooling needs.
+apt_packages=(cmake clang libclang-dev pkg-config libopus-dev espeak-ng libespeak-ng-dev sox openssl curl)
+((demo_only)) || apt_packages+=(redis-server python3-venv prometheus)
 if [[ "${SETUP_SKIP_APT:-0}" != 1 ]]; then
   missing=()
   for p in "${apt_packages[@]}"; do
@@ -96,6 +116,47 @@ convert() { # label out model-parts...
 }
 convert whisper-tiny.en "$models/ggml-tiny.en.bin" "$models/ct2/whisper-tiny.en" model.bin
 convert whisper-base "$models/ggml-base.bin" "$models/ct2/whisper-base" model.bin.part1 model.bin.part2
+
+# --- real recorded speech for the turn-taking tests ------------------------------------------
+# Human recordings with natural mid-phrase pauses, from Debian packages (their licences travel
+# with them into .cache/speech/; nothing is committed): alsa-utils' "Front ... Center" speaker
+# test (GPL-2) and pocketsphinx-testdata's LibriVox readings (public domain; the package BSD-2).
+speech="$cache/speech"
+speech_files=(
+  "alsa-utils usr/share/sounds/alsa/Front_Center.wav 0d61518bcd3f13b0c709a5298e939caf698b80d31d71d50475365ee0e5536cc9"
+  "alsa-utils usr/share/sounds/alsa/Front_Left.wav 9f97e8458785da2f0aa0ec60bf9cc81520cbf80a4683e83eca9cb5f2958e9fef"
+  "pocketsphinx-testdata usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav b0557cf95c974d930577e58e46b7f068c432a6e3afcc286563d88922b2a5315c"
+  "pocketsphinx-testdata usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0920.wav 40882414ef4cc51f3ff7a63bad0c8c87e7f595ffeb8209fbf756c8ebc5c28a59"
+)
+if ((! demo_only)); then
+  mkdir -p "$speech"
+  declare -A unpacked=()
+  for entry in "${speech_files[@]}"; do
+    read -r pkg member sha <<<"$entry"
+    out="$speech/$(basename "$member")"
+    if [[ -f "$out" ]] && echo "$sha  $out" | sha256sum --check --status; then
+      continue
+    fi
+    if [[ -z "${unpacked[$pkg]:-}" ]]; then
+      tmp="$(mktemp -d)"
+      say "fetching recorded speech from the Debian package $pkg"
+      if ! (cd "$tmp" && apt-get download -qq "$pkg" 2>/dev/null); then
+        sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+        $sudo apt-get update -qq
+        (cd "$tmp" && apt-get download -qq "$pkg") || die "could not download the Debian package $pkg"
+      fi
+      dpkg-deb -x "$tmp"/"$pkg"_*.deb "$tmp/x"
+      cp "$tmp/x/usr/share/doc/$pkg/copyright" "$speech/COPYRIGHT.$pkg"
+      unpacked[$pkg]="$tmp"
+    fi
+    src="${unpacked[$pkg]}/x/$member"
+    echo "$sha  $src" | sha256sum --check --status \
+      || die "$member from $pkg does not match its pinned sha256 $sha"
+    cp "$src" "$out"
+  done
+  for tmp in "${unpacked[@]}"; do rm -rf "$tmp"; done
+  say "recorded speech present (${#speech_files[@]} clips in $speech)"
+fi
 
 # --- OpenClaw gateway (a real one, for the integration tests and the local demo) -------------
 # Node >= 24.16 from the npm registry (the machine's Node is older), then openclaw itself.

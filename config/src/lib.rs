@@ -379,6 +379,12 @@ pub struct TurnConfig {
     #[serde(default = "defaults::max_wait_ms")]
     #[schemars(range(min = 0, max = 10000))]
     pub max_wait_ms: u32,
+    /// How long a turn Smart Turn calls complete waits when Whisper heard an unfinished
+    /// phrase (no closing full stop, question or exclamation mark), ms; 0 trusts Smart Turn
+    /// alone.
+    #[serde(default = "defaults::unfinished_wait_ms")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub unfinished_wait_ms: u32,
 }
 
 impl Default for TurnConfig {
@@ -386,6 +392,7 @@ impl Default for TurnConfig {
         Self {
             threshold: defaults::turn_threshold(),
             max_wait_ms: defaults::max_wait_ms(),
+            unfinished_wait_ms: defaults::unfinished_wait_ms(),
         }
     }
 }
@@ -524,6 +531,10 @@ pub mod defaults {
     /// `models.turn.maxWaitMs`.
     pub fn max_wait_ms() -> u32 {
         2000
+    }
+    /// `models.turn.unfinishedWaitMs`.
+    pub fn unfinished_wait_ms() -> u32 {
+        1200
     }
     /// `models.tts.defaultVoice`.
     pub fn voice() -> String {
@@ -739,6 +750,12 @@ impl BotConfig {
         }
         if self.models.turn.max_wait_ms > 10_000 {
             say("models.turn.maxWaitMs".into(), "at most 10000".into());
+        }
+        if self.models.turn.unfinished_wait_ms > 10_000 {
+            say(
+                "models.turn.unfinishedWaitMs".into(),
+                "at most 10000".into(),
+            );
         }
         for (field, v, lo, hi) in [
             ("models.vad.minSpeechMs", vad.min_speech_ms, 32, 5000),

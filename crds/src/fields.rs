@@ -214,6 +214,11 @@ pub const FIELDS: &[Field] = &[
         tests: &[LISTENING],
     },
     Field {
+        path: "models.turn.unfinishedWaitMs",
+        effect: "how long a turn waits when Smart Turn calls it complete but Whisper heard an unclosed phrase (\"Front … Center\" stays one turn); 0 trusts Smart Turn alone",
+        tests: &[LISTENING],
+    },
+    Field {
         path: "models.tts.backend",
         effect: "`piper`: voices in the pod; `http`: an OpenAI-compatible `/v1/audio/speech`",
         tests: &[AGENTS, HTTP_TTS, REFUSED],

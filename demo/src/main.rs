@@ -103,6 +103,10 @@ struct Args {
     /// Keep serving /metrics this many seconds after the turns (to read the figures).
     #[arg(long, default_value_t = 0)]
     hold_secs: u64,
+    /// Skip the warm-up before "ready" (one pass through the gateway, the voices and the
+    /// listening workers): shows what a cold first turn costs.
+    #[arg(long)]
+    no_warm_up: bool,
     /// Keep the shard's fleet state in this Redis (`redis://host:port`); each turn then
     /// reports the Redis round trips it cost (`redis_round_trips`).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
@@ -275,6 +279,9 @@ async fn session(
         ..BrainsConfig::from_bot(&bot, args.models_dir.clone(), Some(gateway_config), tts_key)
     })
     .await?;
+    if !args.no_warm_up {
+        warm_up(&brains, &agent, local.is_some()).await?;
+    }
     let voice_name = brains
         .agents
         .get(&agent)
@@ -482,6 +489,9 @@ async fn session(
             percentile(&latencies, 50.0).unwrap_or(0.0),
             percentile(&latencies, 95.0).unwrap_or(0.0)
         );
+        if let Some(line) = first_and_steady(&latencies) {
+            eprintln!("{line}");
+        }
     } else if n == 0 {
         eprintln!(
             "the bot heard no turn in {}",
@@ -498,6 +508,59 @@ async fn session(
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), shard).await;
     Ok(())
+}
+
+/// One real pass through the engines before "ready" (see [`Brains::warm_up`]) and, when the
+/// demo started the gateway itself, one run of the agent on a session of its own: the
+/// gateway's first run pays for loading its agent runtime (seconds on 2 cores), which the
+/// user's first turn should not. A gateway named with `--gateway` is the user's: left alone.
+async fn warm_up(brains: &Brains, agent: &str, local_gateway: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let gateway = async {
+        let Some(gw) = brains.gateway.as_ref().filter(|_| local_gateway) else {
+            return Ok(None);
+        };
+        let t = Instant::now();
+        let key = voicebot_shard::openclaw::session_key(agent, "demo", "warm-up");
+        gw.chat(
+            &key,
+            voicebot_shard::pod::brains::WARM_UP_TEXT,
+            voicebot_shard::openclaw::ChatOptions::default(),
+        )
+        .await?
+        .collect()
+        .await?;
+        anyhow::Ok(Some(t.elapsed().as_secs_f64() * 1e3))
+    };
+    let (engines, gateway_ms) = tokio::join!(brains.warm_up(), gateway);
+    let engines = engines.context("warm-up")?;
+    let gateway_ms = gateway_ms.context("warm-up: the gateway's first run")?;
+    eprintln!(
+        "warmed up in {:.1} s: {} voice session(s) {:.0} ms, {} listening worker(s) {:.0} ms (heard \"{}\"){}",
+        started.elapsed().as_secs_f64(),
+        engines.voice_sessions,
+        engines.tts_ms,
+        engines.workers,
+        engines.listen_ms,
+        engines.heard.trim(),
+        gateway_ms.map_or_else(String::new, |ms| format!(
+            ", the gateway's first run {ms:.0} ms"
+        ))
+    );
+    Ok(())
+}
+
+/// The first answered turn against the ones after it (the steady state): whether the warm-up
+/// made the first turn cost what the later ones do. `None` with fewer than two turns.
+fn first_and_steady(latencies: &[f64]) -> Option<String> {
+    let (first, steady) = latencies.split_first()?;
+    let p50 = percentile(steady, 50.0)?;
+    let p95 = percentile(steady, 95.0)?;
+    Some(format!(
+        "first turn {first:.0} ms ({:.2}× the steady p50); steady state (turns 2–{}): p50 {p50:.0} ms, p95 {p95:.0} ms",
+        first / p50.max(1.0),
+        latencies.len()
+    ))
 }
 
 async fn command(

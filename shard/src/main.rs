@@ -104,6 +104,10 @@ pub(crate) struct PipelineArgs {
     /// How long an incomplete turn waits for more speech, ms.
     #[arg(long, default_value_t = 2000)]
     max_wait_ms: u32,
+    /// How long a turn Smart Turn calls complete waits when Whisper heard an unfinished
+    /// phrase, ms (0: trust Smart Turn alone).
+    #[arg(long, default_value_t = 1200)]
+    unfinished_wait_ms: u32,
     /// Encoder window: `full` (30 s, whisper's default), `fit` (just the utterance) or
     /// `fit:MIN` (the utterance, at least MIN positions of 20 ms).
     #[arg(long, default_value = "fit:384", value_parser = parse_audio_ctx)]
@@ -200,6 +204,7 @@ fn run_pipeline(args: &PipelineArgs) -> anyhow::Result<()> {
         },
         turn_threshold: args.turn_threshold,
         max_wait_ms: args.max_wait_ms,
+        unfinished_wait_ms: args.unfinished_wait_ms,
         pre_roll_ms: args.pre_roll_ms,
         ..ListenerConfig::default()
     };

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{listen, silence, speak, speech_bounds_ms};
+use common::{listen, recorded, silence, speak, speech_bounds_ms, stretch_pause};
 use voicebot_shard::eval::word_error_rate;
 use voicebot_shard::listen::{CommitReason, ListenerConfig};
 
@@ -111,7 +111,10 @@ fn two_utterances_separated_by_a_pause_are_two_records() {
     assert!(
         u.iter().all(|u| matches!(
             u.commit,
-            CommitReason::TurnComplete | CommitReason::Question | CommitReason::MaxWait
+            CommitReason::TurnComplete
+                | CommitReason::Question
+                | CommitReason::MaxWait
+                | CommitReason::Unfinished
         )),
         "{u:?}"
     );
@@ -244,4 +247,73 @@ fn speculative_transcription_changes_timing_not_transcripts() {
             "ready before the speech ended: {u:?}"
         );
     }
+}
+
+/// A person hesitating mid-request ("Front ... Center", alsa-utils' human recordings, with
+/// the natural 0.4 s pause and stretched to 0.95 s): Smart Turn hears the falling "Front" as a
+/// finished turn, Whisper hears "front" without a full stop; the listener waits for the rest
+/// (`unfinished_wait_ms`) and makes one turn of it. With the wait off, the same audio splits.
+#[test]
+fn a_mid_phrase_pause_in_a_real_recording_stays_one_turn() {
+    let mut report = Vec::new();
+    for (file, second) in [("Front_Center.wav", "center"), ("Front_Left.wav", "left")] {
+        let natural = recorded(file);
+        for (label, voice) in [
+            ("natural pause", natural.clone()),
+            ("0.95 s pause", stretch_pause(&natural, 950)),
+        ] {
+            let clip = [silence(500), voice, silence(2_500)].concat();
+            let u = listen(&clip, ListenerConfig::default());
+            let heard: Vec<&str> = u.iter().map(|u| u.transcript.as_str()).collect();
+            report.push(format!("{file} ({label}): {heard:?}"));
+            assert_eq!(u.len(), 1, "{file} ({label}): one request, heard {u:?}");
+            let text = u[0].transcript.to_lowercase();
+            assert!(
+                text.contains("front") && text.contains(second),
+                "{file} ({label}): {text:?}"
+            );
+        }
+    }
+    // What the hold is for: Smart Turn alone ends the turn at the pause.
+    let clip = [silence(500), recorded("Front_Center.wav"), silence(2_500)].concat();
+    let alone = listen(
+        &clip,
+        ListenerConfig {
+            unfinished_wait_ms: 0,
+            ..ListenerConfig::default()
+        },
+    );
+    report.push(format!(
+        "Front_Center.wav, Smart Turn alone: {:?}",
+        alone.iter().map(|u| &u.transcript).collect::<Vec<_>>()
+    ));
+    eprintln!("{}", report.join("\n"));
+    assert_eq!(alone.len(), 2, "{alone:?}");
+    assert_eq!(alone[0].commit, CommitReason::TurnComplete);
+}
+
+/// A finished request is not held: Whisper closes it, so Smart Turn's verdict stands and the
+/// turn is committed at the first pause, as fast as before.
+#[test]
+fn a_closed_phrase_is_not_held() {
+    let clip = [
+        silence(500),
+        speak("Jarvis, what is two plus two?", "en-us", 160),
+        silence(2_500),
+    ]
+    .concat();
+    let u = listen(&clip, ListenerConfig::default());
+    assert_eq!(u.len(), 1, "{u:?}");
+    assert!(
+        matches!(
+            u[0].commit,
+            CommitReason::TurnComplete | CommitReason::Question
+        ),
+        "{u:?}"
+    );
+    assert!(
+        u[0].committed_ms - u[0].end_ms < 600,
+        "committed {} ms after the speech: {u:?}",
+        u[0].committed_ms - u[0].end_ms
+    );
 }

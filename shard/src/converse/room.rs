@@ -192,7 +192,8 @@ impl VadSource {
         }
     }
 
-    fn make(&self) -> crate::Result<SileroVad> {
+    /// A VAD for one more speaker (the pod's one session, a state of its own).
+    pub fn make(&self) -> crate::Result<SileroVad> {
         let mut shared = lock(&self.shared);
         if let Some(vad) = shared.as_ref() {
             return Ok(vad.share());

@@ -36,6 +36,11 @@ pub struct ListenerConfig {
     pub turn_threshold: f32,
     /// How long an incomplete turn waits for more speech before it is committed anyway.
     pub max_wait_ms: u32,
+    /// How long a turn waits when Smart Turn calls it complete but Whisper heard an unfinished
+    /// phrase (no full stop, question or exclamation mark: "front" of "Front ... Center"), ms
+    /// after the speech; 0 trusts Smart Turn alone. Falling intonation mid-phrase fools the
+    /// audio model; the transcript of the same pause (speculative, already paid for) does not.
+    pub unfinished_wait_ms: u32,
     /// A turn longer than this is committed even while the speaker goes on (bounds memory).
     pub max_turn_ms: u32,
     /// Audio kept before the detected start of speech.
@@ -57,6 +62,7 @@ impl Default for ListenerConfig {
             vad: VadConfig::default(),
             turn_threshold: 0.5,
             max_wait_ms: 2_000,
+            unfinished_wait_ms: 1_200,
             max_turn_ms: 30_000,
             pre_roll_ms: 400,
             post_roll_ms: 200,
@@ -161,6 +167,9 @@ pub enum CommitReason {
     Question,
     /// The turn looked incomplete but no more speech came within the maximum wait.
     MaxWait,
+    /// Smart Turn judged it complete, Whisper heard an unfinished phrase, and no more speech
+    /// came within [`ListenerConfig::unfinished_wait_ms`].
+    Unfinished,
     /// The turn reached the maximum length.
     MaxLength,
     /// The input ended.
@@ -197,6 +206,20 @@ struct Turn {
     /// End of the last speech, while waiting for the speaker to go on.
     waiting_since: Option<u64>,
     prob: f32,
+    /// Smart Turn called the pause complete but the phrase sounded unfinished: the wait is
+    /// [`ListenerConfig::unfinished_wait_ms`] instead of the maximum.
+    unfinished: bool,
+}
+
+/// Whether Whisper closed the phrase: it ends in a full stop, question or exclamation mark
+/// (closing quotes and brackets aside), and not in an ellipsis, which is Whisper's way of
+/// saying the speaker trailed off.
+pub fn sounds_finished(text: &str) -> bool {
+    let t = text.trim_end_matches(|c: char| c.is_whitespace() || "\"')]”’".contains(c));
+    if t.ends_with("...") || t.ends_with('…') {
+        return false;
+    }
+    t.ends_with(['.', '?', '!', '。', '？', '！'])
 }
 
 /// One speaker's listening state.
@@ -353,7 +376,10 @@ impl Listener {
         }
         match event {
             Some(VadEvent::Start(start)) => match self.turn.as_mut() {
-                Some(turn) => turn.waiting_since = None,
+                Some(turn) => {
+                    turn.waiting_since = None;
+                    turn.unfinished = false;
+                }
                 None => {
                     // Stage times count from the chunk that confirmed speech.
                     self.stages = StagesMs {
@@ -364,24 +390,37 @@ impl Listener {
                         start,
                         waiting_since: None,
                         prob: 0.0,
+                        unfinished: false,
                     });
                 }
             },
             Some(VadEvent::End { start, end }) => {
                 let prob = self.speech_ended(models, start, end)?;
-                // Whisper's question mark is a second end-of-turn signal: Smart Turn is often
-                // unsure about flat questions, and waiting them out costs seconds.
-                let question = self
+                // What Whisper heard of this very pause (transcribed while the silence grew):
+                // its question mark is a second end-of-turn signal (Smart Turn is often unsure
+                // about flat questions, and waiting them out costs seconds), and a phrase it
+                // did not close is a reason to doubt a "complete" from Smart Turn.
+                let heard = self
                     .spec
                     .as_ref()
-                    .is_some_and(|s| s.end == end && s.transcript.text.trim_end().ends_with('?'));
-                let reason = if prob >= self.config.turn_threshold {
+                    .filter(|s| s.end == end)
+                    .map(|s| s.transcript.text.trim_end());
+                let question = heard.is_some_and(|t| t.ends_with('?'));
+                let unfinished = self.config.unfinished_wait_ms > 0
+                    && heard.is_some_and(|t| !t.is_empty() && !sounds_finished(t));
+                let reason = if prob >= self.config.turn_threshold && !unfinished {
                     Some(CommitReason::TurnComplete)
                 } else if question {
                     Some(CommitReason::Question)
                 } else {
                     None
                 };
+                if reason.is_none()
+                    && prob >= self.config.turn_threshold
+                    && let Some(turn) = self.turn.as_mut()
+                {
+                    turn.unfinished = true;
+                }
                 if let Some(reason) = reason
                     && let Some(u) = self.commit(models, reason)?
                 {
@@ -392,12 +431,14 @@ impl Listener {
         }
 
         if let Some(turn) = self.turn {
+            let (wait, reason) = if turn.unfinished {
+                (self.config.unfinished_wait_ms, CommitReason::Unfinished)
+            } else {
+                (self.config.max_wait_ms, CommitReason::MaxWait)
+            };
             match turn.waiting_since {
-                Some(end)
-                    if !self.segmenter.in_speech()
-                        && self.pos - end >= samples(self.config.max_wait_ms) =>
-                {
-                    if let Some(u) = self.commit(models, CommitReason::MaxWait)? {
+                Some(end) if !self.segmenter.in_speech() && self.pos - end >= samples(wait) => {
+                    if let Some(u) = self.commit(models, reason)? {
                         out.push(u);
                     }
                 }
@@ -414,6 +455,7 @@ impl Listener {
                             start: self.pos,
                             waiting_since: None,
                             prob: 0.0,
+                            unfinished: false,
                         });
                     }
                 }
@@ -472,6 +514,7 @@ impl Listener {
             start,
             waiting_since: None,
             prob: 0.0,
+            unfinished: false,
         });
         turn.waiting_since = Some(end);
         let prob = self.predict_turn(models)?;
@@ -588,5 +631,33 @@ impl Listener {
         );
         self.rejected.push(rejection);
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sounds_finished;
+
+    #[test]
+    fn a_phrase_is_finished_by_its_closing_mark_not_by_an_ellipsis() {
+        for done in [
+            "Center.",
+            "What is 2 plus 2?",
+            "Stop!",
+            "He said \"yes.\"",
+            "(Fine.) ",
+        ] {
+            assert!(sounds_finished(done), "{done}");
+        }
+        for open in [
+            "front",
+            "I was wondering whether the",
+            "so, um,",
+            "Front...",
+            "and then…",
+            "",
+        ] {
+            assert!(!sounds_finished(open), "{open}");
+        }
     }
 }

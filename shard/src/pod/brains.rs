@@ -328,6 +328,137 @@ impl Brains {
     }
 }
 
+/// What the warm-up says before a pod (or the demo) calls itself ready: one sentence in the
+/// default voice, which every listening worker then hears back.
+pub const WARM_UP_TEXT: &str = "Hello there, what is two plus two?";
+
+/// What [`Brains::warm_up`] did, for the start-up log.
+#[derive(Debug, Clone, Default)]
+pub struct WarmUp {
+    /// Local voice sessions that synthesised the sentence.
+    pub voice_sessions: usize,
+    /// Speech synthesis, every session of every local voice, ms.
+    pub tts_ms: f64,
+    /// Listening workers that heard it back (VAD, Smart Turn, Whisper).
+    pub workers: usize,
+    /// The listening pass, every worker, ms.
+    pub listen_ms: f64,
+    /// What the first worker heard (empty when no local voice could say the sentence).
+    pub heard: String,
+}
+
+impl Brains {
+    /// One real pass through every engine before the pod says it is ready, so that the first
+    /// user's turn costs what later ones do: each session of each local voice says
+    /// [`WARM_UP_TEXT`] (ONNX Runtime plans its first run, the phonemiser loads its data), and
+    /// each listening worker runs the real listener over that speech (Silero VAD, Smart Turn,
+    /// Whisper's first decode allocates its buffers). A remote speech endpoint is not called:
+    /// it is not the pod's to warm, and a call may cost money. The OpenClaw gateway is warmed
+    /// by the caller where it owns it (`voicebot-demo`'s local gateway).
+    pub async fn warm_up(&self) -> anyhow::Result<WarmUp> {
+        let mut report = WarmUp::default();
+        let started = std::time::Instant::now();
+        let mut voices: Vec<Voice> = Vec::new();
+        for v in self
+            .voice
+            .iter()
+            .chain(self.agents.values().filter_map(|p| p.voice.as_ref()))
+        {
+            if !voices.iter().any(|seen| seen.same_as(v)) {
+                voices.push(v.clone());
+            }
+        }
+        let mut sample: Option<(Vec<f32>, u32)> = None;
+        for voice in &voices {
+            let passes = match voice {
+                Voice::Piper(pool) => pool.size(),
+                Voice::Espeak { .. } => 1,
+                Voice::Http(_) => continue,
+            };
+            let mut runs = tokio::task::JoinSet::new();
+            for _ in 0..passes {
+                let voice = voice.clone();
+                runs.spawn(async move {
+                    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+                    voice.speak(WARM_UP_TEXT.to_string(), &tx).await?;
+                    drop(tx);
+                    let mut audio = Vec::new();
+                    while let Some(chunk) = rx.recv().await {
+                        audio.extend(chunk);
+                    }
+                    Ok::<_, String>((audio, voice.sample_rate()))
+                });
+            }
+            while let Some(done) = runs.join_next().await {
+                let (audio, rate) = done
+                    .map_err(|e| anyhow::anyhow!("warm-up: {e}"))?
+                    .map_err(|e| anyhow::anyhow!("warm-up: speech synthesis: {e}"))?;
+                report.voice_sessions += 1;
+                if sample.is_none() && !audio.is_empty() {
+                    sample = Some((audio, rate));
+                }
+            }
+        }
+        report.tts_ms = started.elapsed().as_secs_f64() * 1e3;
+        let Some((audio, rate)) = sample else {
+            return Ok(report);
+        };
+        let pool = self.pool.clone();
+        let vads = self.vads.clone();
+        let listener = self.room.listener;
+        let listening = std::time::Instant::now();
+        let (workers, heard) = tokio::task::spawn_blocking(move || {
+            warm_listeners(&pool, &vads, listener, &audio, rate)
+        })
+        .await??;
+        report.workers = workers;
+        report.heard = heard;
+        report.listen_ms = listening.elapsed().as_secs_f64() * 1e3;
+        Ok(report)
+    }
+}
+
+/// Every worker of `pool` (held at once, so each one runs) hears `audio` through a fresh
+/// listener: the real VAD → Smart Turn → Whisper path. Returns the workers and the first one's
+/// transcript.
+fn warm_listeners(
+    pool: &EnginePool<Models>,
+    vads: &VadSource,
+    config: crate::listen::ListenerConfig,
+    audio: &[f32],
+    rate: u32,
+) -> anyhow::Result<(usize, String)> {
+    let pcm = crate::audio::Pcm {
+        sample_rate: rate,
+        channels: 1,
+        samples: audio.to_vec(),
+    };
+    let mut speech = vec![0.0; 8_000];
+    speech.extend(crate::audio::to_pipeline_rate(&pcm)?);
+    speech.extend(std::iter::repeat_n(0.0, 16_000));
+    let mut leases = Vec::new();
+    for _ in 0..pool.workers() {
+        leases.push(pool.lease()?);
+    }
+    let mut heard = String::new();
+    for lease in &mut leases {
+        let mut listener = crate::listen::Listener::new(config, vads.make()?);
+        let mut turns = Vec::new();
+        for frame in speech.chunks(320) {
+            turns.extend(listener.push(lease, frame)?);
+        }
+        turns.extend(listener.finish(lease)?);
+        if heard.is_empty() {
+            heard = turns
+                .iter()
+                .map(|u| u.transcript.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+    }
+    Ok((leases.len(), heard))
+}
+
 impl Rooms for Brains {
     fn open(&self, guild: u64, channel: u64, agent: &str, sensitivity: Sensitivity) -> Room {
         Room::start(

@@ -196,7 +196,7 @@ async fn load_brains(
         },
         _ => None,
     };
-    Brains::load(BrainsConfig {
+    let brains = Brains::load(BrainsConfig {
         models_dir: options.models_dir.clone(),
         whisper: settings.whisper,
         workers: settings.workers,
@@ -212,7 +212,20 @@ async fn load_brains(
         room: settings.room,
     })
     .await
-    .context("loading the voice pipeline (models from scripts/setup.sh; --no-voice to skip)")
+    .context("loading the voice pipeline (models from scripts/setup.sh; --no-voice to skip)")?;
+    // Before the shards start (and so before /readyz): the first user's turn should cost what
+    // later ones do. A failed warm-up is not fatal: that turn is only slower.
+    match brains.warm_up().await {
+        Ok(w) => tracing::info!(
+            voice_sessions = w.voice_sessions,
+            tts_ms = w.tts_ms.round() as u64,
+            workers = w.workers,
+            listen_ms = w.listen_ms.round() as u64,
+            "warmed up"
+        ),
+        Err(e) => tracing::warn!(error = %e, "warm-up failed; the first turn will be slower"),
+    }
+    Ok(brains)
 }
 
 /// The Whisper model when neither the file nor a flag names one.

@@ -196,6 +196,7 @@ pub fn room(bot: &BotConfig) -> RoomConfig {
             },
             turn_threshold: bot.models.turn.threshold,
             max_wait_ms: bot.models.turn.max_wait_ms,
+            unfinished_wait_ms: bot.models.turn.unfinished_wait_ms,
             ..defaults.listener
         },
         max_speakers: bot.limits.max_speakers as usize,

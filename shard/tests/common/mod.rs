@@ -36,6 +36,54 @@ pub fn speak(text: &str, voice: &str, speed: u32) -> Vec<f32> {
     audio::to_pipeline_rate(&pcm).expect("resample")
 }
 
+/// A human recording that `scripts/setup.sh` fetched into `.cache/speech/` (from Debian
+/// packages; see the COPYRIGHT files beside them), as 16 kHz mono.
+pub fn recorded(name: &str) -> Vec<f32> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.cache/speech")
+        .join(name);
+    let pcm = audio::read_wav(&path).unwrap_or_else(|e| {
+        panic!("{e}: the recorded speech comes with scripts/setup.sh (the README's test command runs it)")
+    });
+    audio::to_pipeline_rate(&pcm).expect("resample")
+}
+
+/// The clip with its longest inner pause (quieter than 30 dB under the loudest 20 ms, speech
+/// on both sides) stretched to `ms`, by repeating the pause's own samples: the same speaker
+/// and room, hesitating longer.
+pub fn stretch_pause(clip: &[f32], ms: u32) -> Vec<f32> {
+    let db: Vec<f32> = clip.chunks(320).map(audio::rms_dbfs).collect();
+    let loudest = db.iter().copied().fold(f32::MIN, f32::max);
+    let quiet: Vec<bool> = db.iter().map(|d| *d < loudest - 30.0).collect();
+    let first = quiet.iter().position(|q| !q).unwrap_or(0);
+    let last = quiet.iter().rposition(|q| !q).unwrap_or(0);
+    let (mut best, mut run) = ((0, 0), None);
+    for (i, q) in quiet.iter().enumerate().take(last).skip(first) {
+        match (q, run) {
+            (true, None) => run = Some(i),
+            (false, Some(s)) => {
+                if i - s > best.1 - best.0 {
+                    best = (s, i);
+                }
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    assert!(best.1 > best.0, "no inner pause in the clip");
+    let gap = &clip[best.0 * 320..best.1 * 320];
+    let want = (ms * 16) as usize;
+    let mut out = clip[..best.1 * 320].to_vec();
+    let mut added = gap.len();
+    while added < want {
+        let n = (want - added).min(gap.len());
+        out.extend_from_slice(&gap[..n]);
+        added += n;
+    }
+    out.extend_from_slice(&clip[best.1 * 320..]);
+    out
+}
+
 /// `ms` of digital silence at 16 kHz.
 pub fn silence(ms: u32) -> Vec<f32> {
     vec![0.0; (ms * 16) as usize]

@@ -72,6 +72,17 @@ impl Voice {
         Self::Piper(Arc::new(PiperPool::new(vec![voice])))
     }
 
+    /// Whether `other` is this very voice (the same sessions or endpoint): voices loaded once
+    /// are shared by the agents that name them.
+    pub fn same_as(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Piper(a), Self::Piper(b)) => Arc::ptr_eq(a, b),
+            (Self::Http(a), Self::Http(b)) => Arc::ptr_eq(a, b),
+            (Self::Espeak { voice: a, .. }, Self::Espeak { voice: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+
     /// Sample rate of the audio this voice produces.
     pub fn sample_rate(&self) -> u32 {
         match self {
