@@ -399,6 +399,26 @@ fn vad_and_turn_settings_change_what_is_heard_and_when() {
     let (short, long) = (unsure(600), unsure(2400));
     let (ds, dl) = (delay(&short), delay(&long));
     assert!(dl > ds + 1000, "maxWaitMs 600 → {ds} ms, 2400 → {dl} ms");
+    // models.turn.unfinishedWaitMs: a person's "Front ... Center" (a recording) is one turn
+    // while the wait covers the pause, two when Smart Turn alone decides.
+    let hesitant = [
+        common::silence(500),
+        common::recorded("Front_Center.wav"),
+        common::silence(2500),
+    ]
+    .concat();
+    let turns = |wait: u32| {
+        let room = settings::room(&bot(
+            serde_json::json!({"models": {"turn": {"unfinishedWaitMs": wait}}}),
+        ));
+        common::listen(&hesitant, room.listener).len()
+    };
+    let (held, alone) = (turns(1200), turns(0));
+    assert_eq!(
+        (held, alone),
+        (1, 2),
+        "unfinishedWaitMs 1200 → {held} turn(s), 0 → {alone}"
+    );
     // models.vad.threshold: a stricter detector hears less of the same speech.
     let span = |u: &[voicebot_shard::listen::Utterance]| u[0].end_ms - u[0].start_ms;
     let lax = listen(serde_json::json!({"models": {"vad": {"threshold": 0.1}}}));
