@@ -226,6 +226,9 @@ struct Inner {
     turns: mpsc::Sender<QueuedTurn>,
     events: broadcast::Sender<RoomEvent>,
     playout: Mutex<Playout>,
+    /// Signalled when reply audio is queued in the playout: the voice connection starts its
+    /// track at once instead of at its next poll.
+    audio_ready: tokio::sync::Notify,
     humans: AtomicUsize,
     /// A sensitivity to switch to before the next turn (a slash command).
     sensitivity: Mutex<Option<crate::converse::relevance::Sensitivity>>,
@@ -331,6 +334,7 @@ impl Room {
             turns: turns_tx,
             events: broadcast::channel(256).0,
             playout: Mutex::new(Playout::new((sample_rate / 50) as usize)),
+            audio_ready: tokio::sync::Notify::new(),
             humans: AtomicUsize::new(conversation.humans_present),
             sensitivity: Mutex::new(None),
             stats: RoomStats::default(),
@@ -420,6 +424,12 @@ impl Room {
     pub fn load(&self) -> (usize, usize) {
         let queued = self.inner.turns.max_capacity() - self.inner.turns.capacity();
         (lock(&self.speakers).len(), queued)
+    }
+
+    /// Resolves when reply audio has been queued (at once if some was queued since the last
+    /// wait): the voice connection's cue to start playing without polling.
+    pub async fn audio_ready(&self) {
+        self.inner.audio_ready.notified().await;
     }
 
     /// Whether reply audio is waiting in the playout (the voice connection should be sending).
@@ -670,6 +680,7 @@ async fn play(
                     if !chunk.audio.is_empty() {
                         record.first_audio_at.get_or_insert_with(Instant::now);
                         lock(&inner.playout).push(&chunk.text, &chunk.audio);
+                        inner.audio_ready.notify_one();
                         inner.speaking.store(true, Ordering::Release);
                         inner.set_state(speaker, SpeakerState::Speaking);
                     }
