@@ -9,6 +9,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 helm="$root/.cache/k8s/bin/helm"
 validate="$root/.cache/k8s/venv/bin/kubernetes-validate"
 py="$root/.cache/k8s/venv/bin/python"
@@ -37,7 +39,7 @@ for args in "" "${all_on[*]}" "--set operator.watchNamespace=bots --set grafanaD
 done
 
 # What the operator applies for the example bot, strictly too.
-cargo run -q -p voicebot-operator -- render examples/voicebot.yaml > "$out/operator.yaml"
+"$(workspace_bin voicebot-operator)" render examples/voicebot.yaml > "$out/operator.yaml"
 "$validate" -k 1.35.0 --strict --quiet "$out/operator.yaml" \
   || { echo "check-chart: the operator's objects are not valid" >&2; exit 1; }
 

@@ -11,13 +11,16 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 for tool in prometheus promtool etcd curl python3; do
   command -v "$tool" >/dev/null || { echo "check-dashboards: $tool missing (scripts/setup.sh)" >&2; exit 1; }
 done
 apiserver="$root/.cache/k8s/bin/kube-apiserver"
 kubectl="$(ls "$root"/.cache/k8s/*/kubectl "$root"/.cache/k8s/bin/kubectl 2>/dev/null | head -n1 || true)"
 [[ -x "$apiserver" && -n "$kubectl" ]] || { echo "check-dashboards: kube-apiserver/kubectl missing (scripts/setup.sh)" >&2; exit 1; }
-cargo build -q --locked -p voicebot-demo -p voicebot-operator
+operator="$(workspace_bin voicebot-operator)"
+demo="$(workspace_bin voicebot-demo)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/voicebot-dashboards-XXXXXX")"
 pids=()
@@ -63,13 +66,13 @@ for _ in $(seq 1 300); do "$kubectl" get namespace default >/dev/null 2>&1 && br
 "$kubectl" apply -f crds/voicebot.yaml >/dev/null
 for _ in $(seq 1 100); do "$kubectl" get voicebots >/dev/null 2>&1 && break; sleep 0.2; done
 "$kubectl" apply -f examples/voicebot.yaml >/dev/null
-METRICS_ADDR="127.0.0.1:$op_port" RUST_LOG=warn target/debug/voicebot-operator >"$work/operator.log" 2>&1 &
+METRICS_ADDR="127.0.0.1:$op_port" RUST_LOG=warn "$operator" >"$work/operator.log" 2>&1 &
 pids+=($!)
 
 # --- the demo: two questions, /metrics held ------------------------------------
 demo_port=$(port)
 espeak-ng -v en-us -s 160 -w "$work/q.wav" "Jarvis, what is two plus two?"
-target/debug/voicebot-demo --input "$work/q.wav" --repeat 2 --out "$work/out" \
+"$demo" --input "$work/q.wav" --repeat 2 --out "$work/out" \
   --metrics-addr "127.0.0.1:$demo_port" --hold-secs 45 --json >"$work/demo.json" 2>"$work/demo.log" &
 demo_pid=$!
 pids+=($demo_pid)

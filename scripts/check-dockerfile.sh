@@ -8,6 +8,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 fail() { echo "check-dockerfile: $*" >&2; exit 1; }
 
 # COPY <src>... <dest> without --from: sources must exist in the context.
@@ -29,7 +31,8 @@ done
 ort_version="$(awk -F'\t' '$1 == "onnxruntime" {print $2}' models/manifest.tsv)"
 grep -q "libonnxruntime.so.$ort_version" Dockerfile || fail "Dockerfile links an ONNX Runtime other than $ort_version"
 # The Whisper conversion uses flags the converter has, on files the manifest provides.
-help="$(cargo run -q -p voicebot-models -- convert-whisper --help)"
+models_bin="$(workspace_bin voicebot-models)"
+help="$("$models_bin" convert-whisper --help)"
 for flag in --model --vocabulary --out; do
   [[ "$help" == *"$flag"* ]] || fail "convert-whisper has no $flag"
 done
@@ -38,7 +41,7 @@ for f in $(grep -oE '/models/ct2/[^ ]+' Dockerfile | sed 's#^/models/##' | sort 
 done
 
 # The provision command the image build and the pods' init container run has the flags used.
-help="$(cargo run -q -p voicebot-models -- provision --help)"
+help="$("$models_bin" provision --help)"
 for flag in --manifest --dest --whisper --skip --only --index-url; do
   [[ "$help" == *"$flag"* ]] || fail "provision has no $flag"
 done

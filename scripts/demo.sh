@@ -8,6 +8,7 @@
 #   scripts/demo.sh                              generated sample ("Jarvis, what is two plus two?")
 #   scripts/demo.sh my.wav [--json] [--repeat 20] [--agent sage] [--sensitivity high] ...
 #   scripts/demo.sh --voicebot examples/voicebot.yaml --agent sage   the resource's agents, voices, settings
+#   scripts/demo.sh --no-warm-up                 the first turn as a cold pod would give it
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

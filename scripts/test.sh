@@ -27,6 +27,10 @@ test_output="$(mktemp)"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_output"
 t_test=$((SECONDS - t2))
 
+# The checks below run the binaries the test build just made (features resolved for the whole
+# workspace) instead of building single packages again.
+export VOICEBOT_PREBUILT=1
+
 step "no secret in the test output or the logs the tests left"
 scripts/check-secrets.sh "$marker" "$test_output"
 rm -f "$marker" "$test_output"
