@@ -66,6 +66,11 @@ for _ in $(seq 1 300); do "$kubectl" get namespace default >/dev/null 2>&1 && br
 "$kubectl" apply -f crds/voicebot.yaml >/dev/null
 for _ in $(seq 1 100); do "$kubectl" get voicebots >/dev/null 2>&1 && break; sleep 0.2; done
 "$kubectl" apply -f examples/voicebot.yaml >/dev/null
+# A second bot without a shard count, whose Discord token Secret does not exist: the operator
+# cannot ask Discord for a count and says so every 15 s (reason SecretMissing), which the
+# "Operator reconciles" panel must show.
+sed -e 's/^  name: jarvis$/  name: needs-token/' -e '/^    count: /d' examples/voicebot.yaml \
+  | "$kubectl" apply -f - >/dev/null
 METRICS_ADDR="127.0.0.1:$op_port" RUST_LOG=warn "$operator" >"$work/operator.log" 2>&1 &
 pids+=($!)
 
