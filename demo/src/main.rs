@@ -34,7 +34,7 @@ use voicebot_shard::eval::percentile;
 use voicebot_shard::metrics::ShardMetrics;
 use voicebot_shard::models::WhisperModel;
 use voicebot_shard::openclaw::ClientConfig;
-use voicebot_shard::pod::brains::{Brains, BrainsConfig};
+use voicebot_shard::pod::brains::{Brains, BrainsConfig, WarmUp};
 use voicebot_shard::secret::Secret;
 use voicebot_shard::state::{FleetState, StateConfig};
 
@@ -280,7 +280,7 @@ async fn session(
     })
     .await?;
     if !args.no_warm_up {
-        warm_up(&brains, &agent, local.is_some()).await?;
+        warm_up(&brains, &agent, local.is_some()).await;
     }
     let voice_name = brains
         .agents
@@ -514,7 +514,7 @@ async fn session(
 /// demo started the gateway itself, one run of the agent on a session of its own: the
 /// gateway's first run pays for loading its agent runtime (seconds on 2 cores), which the
 /// user's first turn should not. A gateway named with `--gateway` is the user's: left alone.
-async fn warm_up(brains: &Brains, agent: &str, local_gateway: bool) -> anyhow::Result<()> {
+async fn warm_up(brains: &Brains, agent: &str, local_gateway: bool) {
     let started = Instant::now();
     let gateway = async {
         let Some(gw) = brains.gateway.as_ref().filter(|_| local_gateway) else {
@@ -533,8 +533,15 @@ async fn warm_up(brains: &Brains, agent: &str, local_gateway: bool) -> anyhow::R
         anyhow::Ok(Some(t.elapsed().as_secs_f64() * 1e3))
     };
     let (engines, gateway_ms) = tokio::join!(brains.warm_up(), gateway);
-    let engines = engines.context("warm-up")?;
-    let gateway_ms = gateway_ms.context("warm-up: the gateway's first run")?;
+    // Like the pod: a failed warm-up only makes the first turn slower.
+    let engines = engines.unwrap_or_else(|e| {
+        eprintln!("warm-up failed ({e:#}); the first turn will be slower");
+        WarmUp::default()
+    });
+    let gateway_ms = gateway_ms.unwrap_or_else(|e| {
+        eprintln!("warm-up: the gateway's first run failed ({e:#}); the first turn will be slower");
+        None
+    });
     eprintln!(
         "warmed up in {:.1} s: {} voice session(s) {:.0} ms, {} listening worker(s) {:.0} ms (heard \"{}\"){}",
         started.elapsed().as_secs_f64(),
@@ -547,7 +554,6 @@ async fn warm_up(brains: &Brains, agent: &str, local_gateway: bool) -> anyhow::R
             ", the gateway's first run {ms:.0} ms"
         ))
     );
-    Ok(())
 }
 
 /// The first answered turn against the ones after it (the steady state): whether the warm-up
