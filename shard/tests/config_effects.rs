@@ -579,3 +579,29 @@ async fn the_pod_takes_redis_and_the_gateway_from_the_config_and_refuses_missing
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
 }
+
+/// What the pod does before `/readyz` (and the demo before "ready"): one real pass through
+/// every engine the configuration loads — each session of each local voice speaks, each
+/// listening worker hears that speech through the real listener — and every engine is back in
+/// its pool afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_up_passes_through_every_configured_engine() {
+    let b = bot(serde_json::json!({
+        "agents": [{"name": "jarvis"}, {"name": "sage", "voice": "espeak:en-us+f3"}],
+        "limits": {"workers": 2, "ttsWorkers": 2},
+    }));
+    let brains = brains(&b, false, None).await;
+    let w = brains.warm_up().await.expect("warm-up");
+    gateway::note(&format!("warm-up: {w:?}"));
+    // Piper's two sessions (jarvis and the default voice share them) and espeak-ng's voice.
+    assert_eq!(w.voice_sessions, 3, "{w:?}");
+    assert_eq!(w.workers, 2, "{w:?}");
+    let heard = w.heard.to_lowercase();
+    assert!(
+        heard.contains("two plus two") || heard.contains("2 plus 2"),
+        "Whisper heard the warm-up sentence as {:?}",
+        w.heard
+    );
+    let (a, b) = (brains.pool.try_lease(), brains.pool.try_lease());
+    assert!(a.is_some() && b.is_some(), "a worker was not given back");
+}
