@@ -294,3 +294,95 @@ async fn the_room_refuses_more_speakers_than_it_listens_to() {
     assert_eq!(room.speaker_state("a"), None);
     assert_eq!(room.speaker_state("c"), Some(SpeakerState::Listening));
 }
+
+/// Two agents in one room (issue 20's room half): a turn goes to the agent it names, a turn
+/// without a name to the agent whose follow-up window is open, a turn naming both to both in
+/// the order named; each agent answers in its own session, and the second one's context has
+/// what the first one said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_agents_answer_by_name_by_follow_up_and_in_turn() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (pool, vads, piper) = common::engines();
+    let gw = gateway::shared_gateway();
+    let client = GatewayClient::start(gw.client_config(), Arc::new(MemoryStore::new().unwrap()));
+    client
+        .wait_connected(Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
+    let id = format!("cast-{}", fastrand::u64(..));
+    let agent = |name: &str, display: &str, voice: voicebot_shard::speak::tts::Voice| {
+        let relevance = Relevance::new(
+            name,
+            NameMatcher::new(&[display], CommonWords::built_in()),
+            RelevanceConfig::default(),
+        );
+        let mut c = Conversation::new(
+            display,
+            session_key(name, "test", &id),
+            relevance,
+            Sensitivity::Low,
+        )
+        .with_gateway(client.clone(), None)
+        .with_voice(voice);
+        c.humans_present = 2;
+        c
+    };
+    let espeak = voicebot_shard::speak::tts::Voice::Espeak {
+        voice: "en-us+f3".into(),
+        rate: voicebot_shard::speak::espeak::check_voice("en-us+f3").unwrap(),
+    };
+    let room = Arc::new(Room::start_cast(
+        RoomConfig::default(),
+        vec![
+            agent("jarvis", "Jarvis", piper.clone()),
+            agent("sage", "Sage", espeak),
+        ],
+        pool.clone(),
+        vads.clone(),
+    ));
+    let player = Arc::downgrade(&room);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            let Some(room) = player.upgrade() else { return };
+            room.next_frame();
+        }
+    });
+    let mut events = room.subscribe();
+    // espeak-ng's en-us "Sage" is "Page" or "Age" to Whisper tiny; the RP voice's is "Sage".
+    let mut ask = async |text: &str, voice: &str, answers: usize| {
+        say(&room, "ann", text, voice).await;
+        let mut turns = Vec::new();
+        for _ in 0..answers {
+            turns.push(wait_for(&mut events, text, turn_of("ann")).await);
+        }
+        wait_state(&room, "ann", SpeakerState::Listening).await;
+        turns
+            .into_iter()
+            .map(|t| {
+                assert!(
+                    t.reply.reply.is_some(),
+                    "{text:?} heard as {:?}: {t:?}",
+                    t.utterance.transcript
+                );
+                (t.agent.clone(), t.reply.reason.label().to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    let jarvis = ask("Jarvis, what is two plus two?", "en-us", 1).await;
+    assert_eq!(jarvis, [("Jarvis".to_string(), "name".to_string())]);
+    let sage = ask("Hey Sage, what is two plus two?", "en-gb-x-rp", 1).await;
+    assert_eq!(sage, [("Sage".to_string(), "name".to_string())]);
+    let follow = ask("And what is three plus three?", "en-us", 1).await;
+    assert_eq!(follow, [("Sage".to_string(), "follow_up".to_string())]);
+    let both = ask("Jarvis and Sage, what is two plus two?", "en-us", 2).await;
+    let order: Vec<&str> = both.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(order, ["Jarvis", "Sage"]);
+    // Sage's request, the last, carries what Jarvis had just said.
+    let last = gateway::conversations().last().cloned().unwrap_or_default();
+    assert!(
+        last.contains("Jarvis: Two plus two is four."),
+        "sage's context lacks jarvis's answer: {last}"
+    );
+}

@@ -254,6 +254,35 @@ impl Conversation {
         })
     }
 
+    /// Where the agent is named in `text` (`None`: not named); see [`Relevance::mention`].
+    pub fn mention(&self, text: &str) -> Option<usize> {
+        self.relevance.mention(text)
+    }
+
+    /// When this agent last answered `speaker`, if a turn of theirs at `at_ms` falls in its
+    /// follow-up window.
+    pub fn follow_up_since(&self, speaker: &str, at_ms: u64) -> Option<u64> {
+        let (who, ended) = self.last_answered.as_ref()?;
+        (who == speaker && at_ms.saturating_sub(*ended) <= self.relevance.follow_up_ms())
+            .then_some(*ended)
+    }
+
+    /// Records a turn this agent was not asked to answer (another agent of the room was): it
+    /// still hears what was said.
+    pub fn hear(&mut self, speaker: &str, text: &str, at_ms: u64) {
+        self.transcript.push(at_ms, speaker, text);
+    }
+
+    /// Records what another agent of the room said (what the listeners heard of it): this
+    /// agent knows the answer, and its own follow-up window closes — the conversation moved on
+    /// to the other agent.
+    pub fn other_agent_said(&mut self, agent: &str, heard: &str, at_ms: u64) {
+        if !heard.is_empty() {
+            self.transcript.push(at_ms, agent, heard);
+            self.last_answered = None;
+        }
+    }
+
     /// Records what the listeners actually heard of a reply to `speaker` (all of it, or what
     /// was played before a barge-in); opens the follow-up window from `ended_at_ms`.
     pub fn reply_heard(&mut self, speaker: &str, heard: &str, said_at_ms: u64, ended_at_ms: u64) {

@@ -144,6 +144,22 @@ impl Relevance {
         }
     }
 
+    /// Where in `text` the agent is named (an index into the normalised words' text; `None`
+    /// when it is not): orders the agents of a room named in one turn.
+    pub fn mention(&self, text: &str) -> Option<usize> {
+        let m = self.names.find(text)?;
+        Some(
+            crate::listen::guard::normalize(text)
+                .find(m.heard.as_str())
+                .unwrap_or(0),
+        )
+    }
+
+    /// How long after the agent spoke a turn of the same speaker is its follow-up.
+    pub fn follow_up_ms(&self) -> u64 {
+        self.config.follow_up_ms
+    }
+
     /// The decisions that need no classifier; `None` means "ask the classifier".
     pub fn decide_fast(&self, turn: &Turn<'_>, sensitivity: Sensitivity) -> Option<Decision> {
         let yes = |reason| {

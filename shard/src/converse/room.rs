@@ -13,6 +13,9 @@
 //!                            Playout ◄── next_frame() every 20 ms (the voice connection)
 //! ```
 //!
+//! A room may host several agents (`Room::start_cast`): a turn goes to the agents it names, in
+//! the order named, else to the one whose follow-up window is open, else to the one that spoke
+//! last; the others hear the turn and each reply, and all speak through the one playout.
 //! A room answers one turn at a time (it has one voice); turns that arrive meanwhile wait in a
 //! queue of `max_pending` and go stale after `max_turn_age`. Every turn that is not answered
 //! is counted under a bounded reason ([`DropReason`]); every speaker is always in one of
@@ -226,6 +229,8 @@ struct Inner {
     turns: mpsc::Sender<QueuedTurn>,
     events: broadcast::Sender<RoomEvent>,
     playout: Mutex<Playout>,
+    /// The playout's sample rate (the first agent's voice); other voices are resampled to it.
+    sample_rate: u32,
     /// Signalled when reply audio is queued in the playout: the voice connection starts its
     /// track at once instead of at its next poll.
     audio_ready: tokio::sync::Notify,
@@ -320,6 +325,25 @@ impl Room {
         pool: Arc<EnginePool<Models>>,
         vads: VadSource,
     ) -> Self {
+        Self::start_cast(config, vec![conversation], pool, vads)
+    }
+
+    /// Starts a room where several agents listen (`cast`, the first the room's own: its voice
+    /// sets the playout's rate, its session is [`Room::session_key`]). A turn goes to the
+    /// agents it names, in the order it names them; else to the agent whose follow-up window
+    /// for that speaker is open; else to the agent that spoke last (the first, at first),
+    /// which decides as a lone agent would. The others hear the turn and every reply.
+    ///
+    /// # Panics
+    /// When `cast` is empty.
+    pub fn start_cast(
+        config: RoomConfig,
+        cast: Vec<Conversation>,
+        pool: Arc<EnginePool<Models>>,
+        vads: VadSource,
+    ) -> Self {
+        assert!(!cast.is_empty(), "a room needs an agent");
+        let conversation = &cast[0];
         let sample_rate = conversation.sample_rate().unwrap_or(48_000);
         let session = conversation.session_key().to_string();
         let (turns_tx, turns_rx) = mpsc::channel(config.max_pending.max(1));
@@ -334,17 +358,13 @@ impl Room {
             turns: turns_tx,
             events: broadcast::channel(256).0,
             playout: Mutex::new(Playout::new((sample_rate / 50) as usize)),
+            sample_rate,
             audio_ready: tokio::sync::Notify::new(),
             humans: AtomicUsize::new(conversation.humans_present),
             sensitivity: Mutex::new(None),
             stats: RoomStats::default(),
         });
-        let worker = tokio::spawn(reply_worker(
-            inner.clone(),
-            conversation,
-            turns_rx,
-            barge_rx,
-        ));
+        let worker = tokio::spawn(reply_worker(inner.clone(), cast, turns_rx, barge_rx));
         Self {
             inner,
             pool,
@@ -577,12 +597,43 @@ async fn speaker_task(
 pub const RECOVERED_SPEAKER: &str = "(recovered)";
 
 /// Answers the room's turns one at a time.
+/// Which agents of `cast` answer `speaker`'s `text` (indexes, in speaking order): the named
+/// ones in the order they are named; else the one whose follow-up window is open (the latest);
+/// else `last` (the agent that spoke last), which then decides as a lone agent would.
+fn addressees(
+    cast: &[Conversation],
+    speaker: &str,
+    text: &str,
+    at_ms: u64,
+    last: usize,
+) -> Vec<usize> {
+    if cast.len() == 1 {
+        return vec![0];
+    }
+    let mut named: Vec<(usize, usize)> = cast
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.mention(text).map(|at| (at, i)))
+        .collect();
+    if !named.is_empty() {
+        named.sort_unstable();
+        return named.into_iter().map(|(_, i)| i).collect();
+    }
+    let follow_up = cast
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.follow_up_since(speaker, at_ms).map(|t| (t, i)))
+        .max();
+    vec![follow_up.map_or(last.min(cast.len() - 1), |(_, i)| i)]
+}
+
 async fn reply_worker(
     inner: Arc<Inner>,
-    mut conversation: Conversation,
+    mut cast: Vec<Conversation>,
     mut turns: mpsc::Receiver<QueuedTurn>,
     mut barge: watch::Receiver<(u64, String)>,
 ) {
+    let mut last_spoke = 0;
     while let Some(turn) = turns.recv().await {
         let queued_ms = turn.queued.elapsed().as_secs_f64() * 1e3;
         if turn.queued.elapsed() > inner.config.max_turn_age {
@@ -590,74 +641,108 @@ async fn reply_worker(
             inner.set_state(&turn.speaker, SpeakerState::Listening);
             continue;
         }
-        conversation.humans_present = inner.humans.load(Ordering::Relaxed);
-        if let Some(s) = lock(&inner.sensitivity).take() {
-            conversation.set_sensitivity(s);
+        let humans = inner.humans.load(Ordering::Relaxed);
+        let sensitivity = lock(&inner.sensitivity).take();
+        for c in &mut cast {
+            c.humans_present = humans;
+            if let Some(s) = sensitivity {
+                c.set_sensitivity(s);
+            }
         }
         let said_at = inner.clock_ms();
-        let (reply, message) = match &turn.recover {
-            Some(_) => (
-                TurnReply {
-                    addressed: true,
-                    reason: super::relevance::Reason::Recovered,
-                    reply: None,
-                    error: None,
-                    truncated: false,
-                    stages_ms: super::engine::ReplyStages::default(),
-                    first_audio_ms: None,
-                    audio: Vec::new(),
-                    sample_rate: 0,
-                },
-                None,
-            ),
-            None => {
-                conversation
-                    .decide(&turn.speaker, &turn.utterance.transcript, said_at)
-                    .await
-            }
+        let text = turn.utterance.transcript.clone();
+        let targets = match turn.recover {
+            Some(_) => vec![0],
+            None => addressees(&cast, &turn.speaker, &text, said_at, last_spoke),
         };
-        let started = Instant::now();
-        let addressed = reply.addressed;
-        let mut record = TurnRecord::new(
-            &turn.speaker,
-            conversation.agent(),
-            turn.utterance,
-            reply,
-            queued_ms,
-        );
-        let active = match turn.recover {
-            Some(run) => conversation.start_recovered(run),
-            None => message.and_then(|m| conversation.start_reply(m)),
-        };
-        if let Some(a) = &active {
-            inner.emit(RoomEvent::ReplyStarted {
-                session: a.session_key().to_string(),
-                run: a.run_id().to_string(),
-            });
-        }
-        match active {
-            None => {
-                let counter = if addressed {
-                    &inner.stats.answered
-                } else {
-                    &inner.stats.ignored
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-            Some(active) => {
-                inner.stats.answered.fetch_add(1, Ordering::Relaxed);
-                barge.borrow_and_update();
-                let played = play(&inner, &turn.speaker, active, &mut barge, &mut record).await;
-                if played.error.is_some() {
-                    inner.stats.reply_errors.fetch_add(1, Ordering::Relaxed);
+        if turn.recover.is_none() {
+            for (i, c) in cast.iter_mut().enumerate() {
+                if !targets.contains(&i) {
+                    c.hear(&turn.speaker, &text, said_at);
                 }
-                record.played(started, played);
-                conversation.reply_heard(&turn.speaker, &record.heard, said_at, inner.clock_ms());
             }
         }
-        inner.speaking.store(false, Ordering::Release);
-        inner.set_state(&turn.speaker, SpeakerState::Listening);
-        inner.emit(RoomEvent::Turn(Box::new(record)));
+        for (n, &i) in targets.iter().enumerate() {
+            let (reply, message) = match &turn.recover {
+                Some(_) => (
+                    TurnReply {
+                        addressed: true,
+                        reason: super::relevance::Reason::Recovered,
+                        reply: None,
+                        error: None,
+                        truncated: false,
+                        stages_ms: super::engine::ReplyStages::default(),
+                        first_audio_ms: None,
+                        audio: Vec::new(),
+                        sample_rate: 0,
+                    },
+                    None,
+                ),
+                // A second named agent decides after the first has answered, so that answer
+                // is in its context.
+                None => cast[i].decide(&turn.speaker, &text, said_at).await,
+            };
+            let started = Instant::now();
+            let addressed = reply.addressed;
+            let utterance = turn.utterance.clone();
+            let mut record = TurnRecord::new(
+                &turn.speaker,
+                cast[i].agent(),
+                utterance,
+                reply,
+                if n == 0 { queued_ms } else { 0.0 },
+            );
+            let active = match &turn.recover {
+                Some(run) => cast[i].start_recovered(run.clone()),
+                None => message.and_then(|m| cast[i].start_reply(m)),
+            };
+            if let Some(a) = &active {
+                inner.emit(RoomEvent::ReplyStarted {
+                    session: a.session_key().to_string(),
+                    run: a.run_id().to_string(),
+                });
+            }
+            match active {
+                None => {
+                    let counter = if addressed {
+                        &inner.stats.answered
+                    } else {
+                        &inner.stats.ignored
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(active) => {
+                    inner.stats.answered.fetch_add(1, Ordering::Relaxed);
+                    barge.borrow_and_update();
+                    let played = play(&inner, &turn.speaker, active, &mut barge, &mut record).await;
+                    if played.error.is_some() {
+                        inner.stats.reply_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    record.played(started, played);
+                    let ended = inner.clock_ms();
+                    cast[i].reply_heard(&turn.speaker, &record.heard, said_at, ended);
+                    if !record.heard.is_empty() {
+                        last_spoke = i;
+                        let agent = cast[i].agent().to_string();
+                        for (j, c) in cast.iter_mut().enumerate() {
+                            if j != i {
+                                c.other_agent_said(&agent, &record.heard, ended);
+                            }
+                        }
+                    }
+                }
+            }
+            // A human talked over the reply: the next named agent does not start after it.
+            let last = record.barged_in || n + 1 == targets.len();
+            inner.speaking.store(false, Ordering::Release);
+            if last {
+                inner.set_state(&turn.speaker, SpeakerState::Listening);
+            }
+            inner.emit(RoomEvent::Turn(Box::new(record)));
+            if last {
+                break;
+            }
+        }
     }
 }
 
@@ -679,7 +764,8 @@ async fn play(
                 Some(chunk) => {
                     if !chunk.audio.is_empty() {
                         record.first_audio_at.get_or_insert_with(Instant::now);
-                        lock(&inner.playout).push(&chunk.text, &chunk.audio);
+                        let audio = at_rate(chunk.audio, active.sample_rate, inner.sample_rate);
+                        lock(&inner.playout).push(&chunk.text, &audio);
                         inner.audio_ready.notify_one();
                         inner.speaking.store(true, Ordering::Release);
                         inner.set_state(speaker, SpeakerState::Speaking);
@@ -723,6 +809,26 @@ async fn play(
     }
 }
 
+/// `audio` at `from` Hz brought to `to` Hz (linear interpolation: another agent's voice in a
+/// room whose playout runs at the first voice's rate; speech only, no music to alias).
+fn at_rate(audio: Vec<f32>, from: u32, to: u32) -> Vec<f32> {
+    if from == to || from == 0 || to == 0 || audio.is_empty() {
+        return audio;
+    }
+    let n = (audio.len() as u64 * u64::from(to) / u64::from(from)) as usize;
+    let step = f64::from(from) / f64::from(to);
+    (0..n)
+        .map(|k| {
+            let x = k as f64 * step;
+            let i = x as usize;
+            let frac = (x - i as f64) as f32;
+            let a = audio[i.min(audio.len() - 1)];
+            let b = audio[(i + 1).min(audio.len() - 1)];
+            a + (b - a) * frac
+        })
+        .collect()
+}
+
 fn barged(
     inner: &Inner,
     record: &mut TurnRecord,
@@ -736,4 +842,28 @@ fn barged(
     record.cut_off(heard, outcome.gateway_aborted);
     inner.speaking.store(false, Ordering::Release);
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at_rate;
+
+    #[test]
+    fn another_voice_is_brought_to_the_room_rate_keeping_its_duration_and_pitch() {
+        // 100 ms of a 200 Hz tone at 24 kHz (an HTTP voice) into a 22.05 kHz room.
+        let tone: Vec<f32> = (0..2_400)
+            .map(|i| (std::f32::consts::TAU * 200.0 * i as f32 / 24_000.0).sin())
+            .collect();
+        let out = at_rate(tone.clone(), 24_000, 22_050);
+        assert_eq!(out.len(), 2_205);
+        // Same tone: compare with the 200 Hz sine sampled at 22.05 kHz.
+        let worst = out
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s - (std::f32::consts::TAU * 200.0 * i as f32 / 22_050.0).sin()).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 0.01, "{worst}");
+        assert_eq!(at_rate(tone.clone(), 22_050, 22_050), tone);
+        assert!(at_rate(Vec::new(), 24_000, 22_050).is_empty());
+    }
 }
