@@ -43,25 +43,33 @@ async fn room(config: RoomConfig, humans: usize, gateway: bool) -> Arc<Room> {
         Sensitivity::Low,
     );
     if gateway {
-        let gw = gateway::shared_gateway();
-        let client =
-            GatewayClient::start(gw.client_config(), Arc::new(MemoryStore::new().unwrap()));
-        client
-            .wait_connected(Duration::from_secs(90))
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
         conversation = conversation
-            .with_gateway(client, None)
+            .with_gateway(gateway_client().await, None)
             .with_voice(voice.clone());
     }
     conversation.humans_present = humans;
-    let room = Arc::new(Room::start(
+    played_out(Room::start(
         config,
         conversation,
         pool.clone(),
         vads.clone(),
-    ));
-    // The voice connection: a frame every 20 ms.
+    ))
+}
+
+/// A client of the shared real gateway, connected.
+async fn gateway_client() -> GatewayClient {
+    let gw = gateway::shared_gateway();
+    let client = GatewayClient::start(gw.client_config(), Arc::new(MemoryStore::new().unwrap()));
+    client
+        .wait_connected(Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
+    client
+}
+
+/// The room with a voice connection pulling a frame every 20 ms, as songbird's mixer does.
+fn played_out(room: Room) -> Arc<Room> {
+    let room = Arc::new(room);
     let player = Arc::downgrade(&room);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -303,12 +311,7 @@ async fn the_room_refuses_more_speakers_than_it_listens_to() {
 async fn several_agents_answer_by_name_by_follow_up_and_in_turn() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (pool, vads, piper) = common::engines();
-    let gw = gateway::shared_gateway();
-    let client = GatewayClient::start(gw.client_config(), Arc::new(MemoryStore::new().unwrap()));
-    client
-        .wait_connected(Duration::from_secs(90))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
+    let client = gateway_client().await;
     let id = format!("cast-{}", fastrand::u64(..));
     let agent = |name: &str, display: &str, voice: voicebot_shard::speak::tts::Voice| {
         let relevance = Relevance::new(
@@ -331,7 +334,7 @@ async fn several_agents_answer_by_name_by_follow_up_and_in_turn() {
         voice: "en-us+f3".into(),
         rate: voicebot_shard::speak::espeak::check_voice("en-us+f3").unwrap(),
     };
-    let room = Arc::new(Room::start_cast(
+    let room = played_out(Room::start_cast(
         RoomConfig::default(),
         vec![
             agent("jarvis", "Jarvis", piper.clone()),
@@ -340,15 +343,6 @@ async fn several_agents_answer_by_name_by_follow_up_and_in_turn() {
         pool.clone(),
         vads.clone(),
     ));
-    let player = Arc::downgrade(&room);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        loop {
-            tick.tick().await;
-            let Some(room) = player.upgrade() else { return };
-            room.next_frame();
-        }
-    });
     let mut events = room.subscribe();
     // espeak-ng's en-us "Sage" is "Page" or "Age" to Whisper tiny; the RP voice's is "Sage".
     let mut ask = async |text: &str, voice: &str, answers: usize| {

@@ -3,7 +3,7 @@
 mod resample;
 mod wav;
 
-pub use resample::{PIPELINE_RATE, ToPipelineRate, to_pipeline_rate};
+pub use resample::{PIPELINE_RATE, ToPipelineRate, linear, to_pipeline_rate};
 pub use wav::{Pcm, decode_wav, read_wav, write_wav};
 
 /// Replaces NaN and infinities with silence and clamps to [-1, 1], so no model ever sees them.

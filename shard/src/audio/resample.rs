@@ -142,6 +142,27 @@ pub fn to_pipeline_rate(pcm: &super::Pcm) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// `audio` at `from` Hz brought to `to` Hz by linear interpolation, whole: another agent's
+/// voice into a room whose playout runs at the first voice's rate (speech only, no music to
+/// alias; the streaming, band-limited [`ToPipelineRate`] is for what the listener hears).
+pub fn linear(audio: Vec<f32>, from: u32, to: u32) -> Vec<f32> {
+    if from == to || from == 0 || to == 0 || audio.is_empty() {
+        return audio;
+    }
+    let n = (audio.len() as u64 * u64::from(to) / u64::from(from)) as usize;
+    let step = f64::from(from) / f64::from(to);
+    (0..n)
+        .map(|k| {
+            let x = k as f64 * step;
+            let i = x as usize;
+            let frac = (x - i as f64) as f32;
+            let a = audio[i.min(audio.len() - 1)];
+            let b = audio[(i + 1).min(audio.len() - 1)];
+            a + (b - a) * frac
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +239,24 @@ mod tests {
         assert!(out.len() <= 1);
         assert!(ToPipelineRate::new(0, 1).is_err());
         assert!(ToPipelineRate::new(16_000, 0).is_err());
+    }
+
+    #[test]
+    fn another_voice_is_brought_to_the_room_rate_keeping_its_duration_and_pitch() {
+        // 100 ms of a 200 Hz tone at 24 kHz (an HTTP voice) into a 22.05 kHz room.
+        let tone: Vec<f32> = (0..2_400)
+            .map(|i| (std::f32::consts::TAU * 200.0 * i as f32 / 24_000.0).sin())
+            .collect();
+        let out = linear(tone.clone(), 24_000, 22_050);
+        assert_eq!(out.len(), 2_205);
+        // Same tone: compare with the 200 Hz sine sampled at 22.05 kHz.
+        let worst = out
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s - (std::f32::consts::TAU * 200.0 * i as f32 / 22_050.0).sin()).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 0.01, "{worst}");
+        assert_eq!(linear(tone.clone(), 22_050, 22_050), tone);
+        assert!(linear(Vec::new(), 24_000, 22_050).is_empty());
     }
 }

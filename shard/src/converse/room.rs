@@ -596,7 +596,6 @@ async fn speaker_task(
 /// The speaker of a recovered reply's turn record.
 pub const RECOVERED_SPEAKER: &str = "(recovered)";
 
-/// Answers the room's turns one at a time.
 /// Which agents of `cast` answer `speaker`'s `text` (indexes, in speaking order): the named
 /// ones in the order they are named; else the one whose follow-up window is open (the latest);
 /// else `last` (the agent that spoke last), which then decides as a lone agent would.
@@ -627,6 +626,7 @@ fn addressees(
     vec![follow_up.map_or(last.min(cast.len() - 1), |(_, i)| i)]
 }
 
+/// Answers the room's turns one at a time.
 async fn reply_worker(
     inner: Arc<Inner>,
     mut cast: Vec<Conversation>,
@@ -764,7 +764,7 @@ async fn play(
                 Some(chunk) => {
                     if !chunk.audio.is_empty() {
                         record.first_audio_at.get_or_insert_with(Instant::now);
-                        let audio = at_rate(chunk.audio, active.sample_rate, inner.sample_rate);
+                        let audio = crate::audio::linear(chunk.audio, active.sample_rate, inner.sample_rate);
                         lock(&inner.playout).push(&chunk.text, &audio);
                         inner.audio_ready.notify_one();
                         inner.speaking.store(true, Ordering::Release);
@@ -809,26 +809,6 @@ async fn play(
     }
 }
 
-/// `audio` at `from` Hz brought to `to` Hz (linear interpolation: another agent's voice in a
-/// room whose playout runs at the first voice's rate; speech only, no music to alias).
-fn at_rate(audio: Vec<f32>, from: u32, to: u32) -> Vec<f32> {
-    if from == to || from == 0 || to == 0 || audio.is_empty() {
-        return audio;
-    }
-    let n = (audio.len() as u64 * u64::from(to) / u64::from(from)) as usize;
-    let step = f64::from(from) / f64::from(to);
-    (0..n)
-        .map(|k| {
-            let x = k as f64 * step;
-            let i = x as usize;
-            let frac = (x - i as f64) as f32;
-            let a = audio[i.min(audio.len() - 1)];
-            let b = audio[(i + 1).min(audio.len() - 1)];
-            a + (b - a) * frac
-        })
-        .collect()
-}
-
 fn barged(
     inner: &Inner,
     record: &mut TurnRecord,
@@ -842,28 +822,4 @@ fn barged(
     record.cut_off(heard, outcome.gateway_aborted);
     inner.speaking.store(false, Ordering::Release);
     outcome
-}
-
-#[cfg(test)]
-mod tests {
-    use super::at_rate;
-
-    #[test]
-    fn another_voice_is_brought_to_the_room_rate_keeping_its_duration_and_pitch() {
-        // 100 ms of a 200 Hz tone at 24 kHz (an HTTP voice) into a 22.05 kHz room.
-        let tone: Vec<f32> = (0..2_400)
-            .map(|i| (std::f32::consts::TAU * 200.0 * i as f32 / 24_000.0).sin())
-            .collect();
-        let out = at_rate(tone.clone(), 24_000, 22_050);
-        assert_eq!(out.len(), 2_205);
-        // Same tone: compare with the 200 Hz sine sampled at 22.05 kHz.
-        let worst = out
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s - (std::f32::consts::TAU * 200.0 * i as f32 / 22_050.0).sin()).abs())
-            .fold(0.0f32, f32::max);
-        assert!(worst < 0.01, "{worst}");
-        assert_eq!(at_rate(tone.clone(), 22_050, 22_050), tone);
-        assert!(at_rate(Vec::new(), 24_000, 22_050).is_empty());
-    }
 }

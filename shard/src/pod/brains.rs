@@ -408,7 +408,7 @@ impl Brains {
         let listener = self.room.listener;
         let listening = std::time::Instant::now();
         let (workers, heard) = tokio::task::spawn_blocking(move || {
-            warm_listeners(&pool, &vads, listener, &audio, rate)
+            warm_listeners(&pool, &vads, listener, audio, rate)
         })
         .await??;
         report.workers = workers;
@@ -425,13 +425,13 @@ fn warm_listeners(
     pool: &EnginePool<Models>,
     vads: &VadSource,
     config: crate::listen::ListenerConfig,
-    audio: &[f32],
+    audio: Vec<f32>,
     rate: u32,
 ) -> anyhow::Result<(usize, String)> {
     let pcm = crate::audio::Pcm {
         sample_rate: rate,
         channels: 1,
-        samples: audio.to_vec(),
+        samples: audio,
     };
     let mut speech = vec![0.0; 8_000];
     speech.extend(crate::audio::to_pipeline_rate(&pcm)?);
