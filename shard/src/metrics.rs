@@ -153,12 +153,11 @@ impl ShardMetrics {
         }
     }
 
-    /// Counts what happened in a room of `shard`. `agent` labels the barge-ins (the turn
-    /// record names its own agent).
+    /// Counts what happened in a room of `shard`; `agent` (the agent's id) labels it.
     pub fn observe(&self, shard: u32, agent: &str, event: &RoomEvent) {
         let shard = shard.to_string();
         match event {
-            RoomEvent::Turn(t) => self.turn(&shard, t),
+            RoomEvent::Turn(t) => self.turn(&shard, agent, t),
             RoomEvent::BargeIn { .. } => {
                 self.barge_ins
                     .with_label_values(&[agent_label(agent).as_str(), shard.as_str()])
@@ -175,8 +174,8 @@ impl ShardMetrics {
         }
     }
 
-    fn turn(&self, shard: &str, t: &TurnRecord) {
-        let agent = agent_label(&t.agent);
+    fn turn(&self, shard: &str, agent: &str, t: &TurnRecord) {
+        let agent = agent_label(agent);
         if t.reply.reason == crate::converse::relevance::Reason::Recovered {
             // A previous pod's reply spoken again: no stage of this pod to time.
             self.turns

@@ -52,57 +52,6 @@ async fn brains(bot: &BotConfig, with_gateway: bool, tts_key: Option<&str>) -> B
     brains
 }
 
-/// Median fundamental frequency of the voiced 40 ms frames (autocorrelation, 60–400 Hz).
-fn median_pitch_hz(audio: &[f32], rate: u32) -> f32 {
-    let frame = (rate as usize * 40) / 1000;
-    let (min_lag, max_lag) = (rate as usize / 400, rate as usize / 60);
-    let mut pitches = Vec::new();
-    for w in audio.chunks_exact(frame) {
-        let energy: f32 = w.iter().map(|s| s * s).sum();
-        if (energy / frame as f32).sqrt() < 0.02 {
-            continue;
-        }
-        // Normalised over the overlap (no bias toward short lags); the first lag that correlates
-        // strongly, at its local peak, is the period (YIN's rule: not half of it, not twice).
-        let r_at = |lag: usize| {
-            let (a, b) = (&w[..frame - lag], &w[lag..]);
-            let c: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-            let e = (a.iter().map(|x| x * x).sum::<f32>() * b.iter().map(|y| y * y).sum::<f32>())
-                .sqrt();
-            if e > 0.0 { c / e } else { 0.0 }
-        };
-        let lags = min_lag..max_lag.min(frame - 1);
-        let mut best = (0.0f32, 0usize);
-        let mut lag = lags.start;
-        while lag < lags.end {
-            let r = r_at(lag);
-            if r > 0.8 {
-                let (mut peak, mut at) = (r, lag);
-                while at + 1 < lags.end && r_at(at + 1) > peak {
-                    at += 1;
-                    peak = r_at(at);
-                }
-                best = (peak, at);
-                break;
-            }
-            if r > best.0 {
-                best = (r, lag);
-            }
-            lag += 1;
-        }
-        if best.0 > 0.5 {
-            pitches.push(rate as f32 / best.1 as f32);
-        }
-    }
-    assert!(
-        pitches.len() > 5,
-        "too few voiced frames: {}",
-        pitches.len()
-    );
-    pitches.sort_by(f32::total_cmp);
-    pitches[pitches.len() / 2]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_answer_to_their_aliases_with_their_persona_and_voice() {
     let b = bot(serde_json::json!({
@@ -155,8 +104,8 @@ async fn agents_answer_to_their_aliases_with_their_persona_and_voice() {
 
     // Two voices: Joe's (Piper) and espeak-ng's female voice 3 — a pitch apart, and Whisper
     // understands both.
-    let jp = median_pitch_hz(&jarvis_audio.0, jarvis_audio.1);
-    let sp = median_pitch_hz(&sage_audio.0, sage_audio.1);
+    let jp = common::median_pitch_hz(&jarvis_audio.0, jarvis_audio.1);
+    let sp = common::median_pitch_hz(&sage_audio.0, sage_audio.1);
     gateway::note(&format!(
         "voices: jarvis (en_US-joe-medium) median F0 {jp:.0} Hz, sage (espeak:en-us+f3) {sp:.0} Hz"
     ));

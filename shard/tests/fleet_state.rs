@@ -758,6 +758,7 @@ async fn fleet_state_speaks_tls_to_redis_and_checks_its_certificate() {
     };
     let settings = |agent: &str| GuildSettings {
         agent: agent.into(),
+        guests: vec![],
         sensitivity: Sensitivity::High,
         channel: None,
     };

@@ -145,7 +145,7 @@ async fn a_human_who_starts_talking_stops_the_bot_and_the_run_is_aborted() {
     say(&room, "bob", "Hold on, I have a question.", "en-gb").await;
 
     let who = wait_for(&mut events, "the barge-in", |e| match e {
-        RoomEvent::BargeIn { speaker } => Some(speaker.clone()),
+        RoomEvent::BargeIn { speaker, .. } => Some(speaker.clone()),
         _ => None,
     })
     .await;

@@ -20,6 +20,8 @@ pub const PROMPT_TAG: &str = "[VOICEBOT_CLASSIFIER]";
 pub struct GatewayClassifier {
     client: GatewayClient,
     conversation: String,
+    /// The other agents in the room (display names).
+    others: Vec<String>,
 }
 
 impl GatewayClassifier {
@@ -28,17 +30,41 @@ impl GatewayClassifier {
         Self {
             client,
             conversation: conversation.into(),
+            others: Vec::new(),
         }
+    }
+
+    /// The other agents that listen in the same room (display names): the prompt names them,
+    /// so a line meant for one of them is not taken for this one.
+    #[must_use]
+    pub fn with_others(mut self, others: &[String]) -> Self {
+        self.others = others.to_vec();
+        self
     }
 }
 
-/// The prompt for one decision.
-pub fn prompt(agent: &str, context: &str, text: &str) -> String {
+/// The prompt for one decision; `others` are the other assistants in the room.
+pub fn prompt(agent: &str, others: &[String], context: &str, text: &str) -> String {
+    let others = match others {
+        [] => String::new(),
+        [one] => format!(
+            " Another assistant, \"{one}\", is in the channel too: a line meant for it (by name, \
+             or continuing what it was asked) is not for \"{agent}\"."
+        ),
+        many => format!(
+            " Other assistants are in the channel too ({}): a line meant for one of them (by \
+             name, or continuing what it was asked) is not for \"{agent}\".",
+            many.iter()
+                .map(|o| format!("\"{o}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     format!(
         "{PROMPT_TAG} You are deciding whether the voice assistant \"{agent}\" should answer out loud. \
          People in a voice channel are talking; the assistant should answer when the latest line is \
          addressed to it or is a question or request it can usefully answer, and stay quiet during \
-         ordinary conversation between people. Reply with JSON only, no prose: \
+         ordinary conversation between people.{others} Reply with JSON only, no prose: \
          {{\"addressed\": true|false, \"confidence\": number between 0 and 1}}.\n\
          Recent conversation:\n{context}\nLatest line: {text}"
     )
@@ -79,7 +105,7 @@ impl Classifier for GatewayClassifier {
             };
             let stream = self
                 .client
-                .chat(&key, &prompt(agent, context, text), options)
+                .chat(&key, &prompt(agent, &self.others, context, text), options)
                 .await
                 .map_err(|e| e.to_string())?;
             let reply = stream.collect().await.map_err(|e| e.to_string())?;
@@ -91,6 +117,21 @@ impl Classifier for GatewayClassifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prompt_names_the_other_agents() {
+        let alone = prompt("Jarvis", &[], "ann: hi", "what time is it?");
+        assert!(!alone.contains("Another assistant"), "{alone}");
+        assert!(alone.ends_with("Latest line: what time is it?"), "{alone}");
+        let two = prompt("Jarvis", &["Sage".into()], "", "and you?");
+        assert!(
+            two.contains("Another assistant, \"Sage\", is in the channel too"),
+            "{two}"
+        );
+        let three = prompt("Jarvis", &["Sage".into(), "Ada".into()], "", "x");
+        assert!(three.contains("(\"Sage\", \"Ada\")"), "{three}");
+        assert!(three.starts_with(PROMPT_TAG));
+    }
 
     #[test]
     fn answers_are_parsed_leniently_and_checked() {

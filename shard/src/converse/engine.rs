@@ -254,6 +254,11 @@ impl Conversation {
         })
     }
 
+    /// The names the agent answers to (its own, then its aliases).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.relevance.names()
+    }
+
     /// Where the agent is named in `text` (`None`: not named); see [`Relevance::mention`].
     pub fn mention(&self, text: &str) -> Option<usize> {
         self.relevance.mention(text)

@@ -180,6 +180,11 @@ impl NameMatcher {
         Self { targets, common }
     }
 
+    /// The names it recognises, as given (the agent's, then its aliases).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().map(|t| t.display.as_str())
+    }
+
     fn fuzzy(&self, heard: &str, target: &Target) -> bool {
         if heard.len() < 3 || self.common.contains(heard) {
             return false;

@@ -144,6 +144,11 @@ impl Relevance {
         }
     }
 
+    /// The names the agent answers to.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.names()
+    }
+
     /// Where in `text` the agent is named (an index into the normalised words' text; `None`
     /// when it is not): orders the agents of a room named in one turn.
     pub fn mention(&self, text: &str) -> Option<usize> {

@@ -140,6 +140,8 @@ pub enum RoomEvent {
     BargeIn {
         /// Who interrupted.
         speaker: String,
+        /// The agent that was speaking (its display name).
+        agent: String,
     },
     /// Something was dropped.
     Dropped {
@@ -235,6 +237,8 @@ struct Inner {
     /// track at once instead of at its next poll.
     audio_ready: tokio::sync::Notify,
     humans: AtomicUsize,
+    /// The names of the room's agents, for Whisper (see [`crate::listen::Listener::with_names`]).
+    hint: Arc<str>,
     /// A sensitivity to switch to before the next turn (a slash command).
     sensitivity: Mutex<Option<crate::converse::relevance::Sensitivity>>,
     stats: RoomStats,
@@ -278,10 +282,13 @@ impl Inner {
 
     /// Stops the reply's audio because `by` talked over it: the playout, then the voice
     /// connection (through [`Room::barge_ins`]), then the observers. Returns what was heard.
-    fn cut_playout(&self, by: String) -> String {
+    fn cut_playout(&self, by: String, agent: &str) -> String {
         let spoken = lock(&self.playout).stop();
         self.cut.send_modify(|n| *n += 1);
-        self.emit(RoomEvent::BargeIn { speaker: by });
+        self.emit(RoomEvent::BargeIn {
+            speaker: by,
+            agent: agent.to_string(),
+        });
         spoken.text
     }
 
@@ -361,6 +368,12 @@ impl Room {
             sample_rate,
             audio_ready: tokio::sync::Notify::new(),
             humans: AtomicUsize::new(conversation.humans_present),
+            hint: crate::listen::names_hint(
+                &cast
+                    .iter()
+                    .flat_map(Conversation::names)
+                    .collect::<Vec<_>>(),
+            ),
             sensitivity: Mutex::new(None),
             stats: RoomStats::default(),
         });
@@ -410,6 +423,11 @@ impl Room {
     /// Humans in the channel (one: solo mode).
     pub fn set_humans(&self, humans: usize) {
         self.inner.humans.store(humans, Ordering::Relaxed);
+    }
+
+    /// Humans in the channel, as last told.
+    pub fn humans(&self) -> usize {
+        self.inner.humans.load(Ordering::Relaxed)
     }
 
     /// Speaks a reply that a previous pod was speaking in this conversation when it stopped
@@ -514,7 +532,7 @@ impl Room {
             self.inner.clone(),
             self.pool.clone(),
             speaker.to_string(),
-            Listener::new(self.inner.config.listener, vad),
+            Listener::new(self.inner.config.listener, vad).with_hint(self.inner.hint.clone()),
             rx,
         ));
         lock(&self.tasks).push(task.abort_handle());
@@ -782,7 +800,7 @@ async fn play(
     };
     if cut {
         // Tell the voice connection now; aborting the run at the gateway takes a round trip.
-        let spoken = inner.cut_playout(barge.borrow().1.clone());
+        let spoken = inner.cut_playout(barge.borrow().1.clone(), &record.agent);
         let outcome = active.barge_in().await;
         return barged(inner, record, spoken, outcome, barge);
     }
@@ -802,7 +820,7 @@ async fn play(
         tokio::select! {
             _ = tick.tick() => {}
             Ok(()) = barge.changed() => {
-                let spoken = inner.cut_playout(barge.borrow().1.clone());
+                let spoken = inner.cut_playout(barge.borrow().1.clone(), &record.agent);
                 return barged(inner, record, spoken, outcome, barge);
             }
         }

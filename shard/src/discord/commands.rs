@@ -1,5 +1,5 @@
 //! The slash commands: one command per agent deployment (`/jarvis join|leave|agent|
-//! sensitivity|status`), their definitions for Discord and the parsing of an interaction into a
+//! sensitivity|status|invite|dismiss`), their definitions for Discord and the parsing of an interaction into a
 //! typed command, with a friendly message for every invalid use.
 
 use serde_json::json;
@@ -25,6 +25,10 @@ pub enum SlashCommand {
     Leave,
     /// Switch the guild's agent.
     Agent(String),
+    /// Bring another agent into the guild's room: it answers when called by name.
+    Invite(String),
+    /// Send an invited agent away.
+    Dismiss(String),
     /// Change the guild's sensitivity.
     Sensitivity(Sensitivity),
     /// Show the channel, agent, sensitivity and recent latencies.
@@ -32,9 +36,12 @@ pub enum SlashCommand {
 }
 
 impl SlashCommand {
-    /// Whether it changes the guild's settings (agent, sensitivity).
+    /// Whether it changes the guild's settings (agents, sensitivity).
     pub fn is_setting(&self) -> bool {
-        matches!(self, Self::Agent(_) | Self::Sensitivity(_))
+        matches!(
+            self,
+            Self::Agent(_) | Self::Invite(_) | Self::Dismiss(_) | Self::Sensitivity(_)
+        )
     }
 
     /// The subcommand's name.
@@ -43,6 +50,8 @@ impl SlashCommand {
             Self::Join { .. } => "join",
             Self::Leave => "leave",
             Self::Agent(_) => "agent",
+            Self::Invite(_) => "invite",
+            Self::Dismiss(_) => "dismiss",
             Self::Sensitivity(_) => "sensitivity",
             Self::Status => "status",
         }
@@ -65,7 +74,8 @@ impl CommandPermissions {
         match command {
             SlashCommand::Join { .. } => &c.join,
             SlashCommand::Leave => &c.leave,
-            SlashCommand::Agent(_) => &c.agent,
+            // Who answers in the guild is one setting: choosing, inviting, dismissing.
+            SlashCommand::Agent(_) | SlashCommand::Invite(_) | SlashCommand::Dismiss(_) => &c.agent,
             SlashCommand::Sensitivity(_) => &c.sensitivity,
             SlashCommand::Status => &c.status,
         }
@@ -174,6 +184,13 @@ pub fn definitions(
                                       {"name": "high", "value": "high"}]}]},
             {"type": 1, "name": "status",
              "description": "Channel, agent, sensitivity and recent latencies"},
+            {"type": 1, "name": "invite",
+             "description": "Bring another agent into the room: it answers when called by name",
+             "options": [{"type": 3, "name": "name", "description": "Agent", "required": true,
+                          "choices": agent_choices}]},
+            {"type": 1, "name": "dismiss", "description": "Send an invited agent away",
+             "options": [{"type": 3, "name": "name", "description": "Agent", "required": true,
+                          "choices": agent_choices}]},
         ],
     });
     let mut command: Command = serde_json::from_value(command)
@@ -245,16 +262,21 @@ fn subcommand(
         }),
         "leave" => Ok(SlashCommand::Leave),
         "status" => Ok(SlashCommand::Status),
-        "agent" => {
+        sub @ ("agent" | "invite" | "dismiss") => {
             let given = string("name").unwrap_or_default();
-            agents
+            let agent = agents
                 .iter()
                 .find(|a| a.eq_ignore_ascii_case(&given))
-                .map(|a| SlashCommand::Agent(a.clone()))
+                .cloned()
                 .ok_or_else(|| CommandError::UnknownAgent {
                     given,
                     known: agents.join(", "),
-                })
+                })?;
+            Ok(match sub {
+                "invite" => SlashCommand::Invite(agent),
+                "dismiss" => SlashCommand::Dismiss(agent),
+                _ => SlashCommand::Agent(agent),
+            })
         }
         "sensitivity" => {
             let given = string("level").unwrap_or_default();
@@ -352,6 +374,22 @@ mod tests {
             ),
             Ok(SlashCommand::Sensitivity(Sensitivity::High))
         );
+        assert_eq!(
+            run(
+                json!([{"name": "invite", "type": 1, "options": [
+                {"name": "name", "type": 3, "value": " sage "}]}]),
+                MANAGER
+            ),
+            Ok(SlashCommand::Invite("sage".into()))
+        );
+        assert_eq!(
+            run(
+                json!([{"name": "dismiss", "type": 1, "options": [
+                {"name": "name", "type": 3, "value": "SAGE"}]}]),
+                MANAGER
+            ),
+            Ok(SlashCommand::Dismiss("sage".into()))
+        );
     }
 
     #[test]
@@ -365,6 +403,24 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "There is no agent called `hal`. Available: jarvis, sage."
+        );
+        let e = run(
+            json!([{"name": "invite", "type": 1, "options": [
+            {"name": "name", "type": 3, "value": "hal"}]}]),
+            MANAGER,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no agent called `hal`"), "{e}");
+        // Inviting is a setting: a voice moderator may not.
+        let e = run(
+            json!([{"name": "invite", "type": 1, "options": [
+            {"name": "name", "type": 3, "value": "sage"}]}]),
+            MOVER,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`/jarvis invite` needs the Move Members and Manage Server permissions."
         );
         let e = run(
             json!([{"name": "sensitivity", "type": 1, "options": [
@@ -418,9 +474,22 @@ mod tests {
         );
         assert_eq!(c.name, "jarvis");
         let names: Vec<_> = c.options.iter().map(|o| o.name.as_str()).collect();
-        assert_eq!(names, ["join", "leave", "agent", "sensitivity", "status"]);
-        let agent = &c.options[2].options.as_ref().unwrap()[0];
-        assert_eq!(agent.choices.as_ref().unwrap().len(), 2);
+        assert_eq!(
+            names,
+            [
+                "join",
+                "leave",
+                "agent",
+                "sensitivity",
+                "status",
+                "invite",
+                "dismiss"
+            ]
+        );
+        for i in [2, 5, 6] {
+            let agent = &c.options[i].options.as_ref().unwrap()[0];
+            assert_eq!(agent.choices.as_ref().unwrap().len(), 2);
+        }
         // Never more choices than Discord accepts.
         let many: Vec<String> = (0..40).map(|i| format!("a{i}")).collect();
         let open = CommandPermissions::new(CommandsConfig {

@@ -252,18 +252,13 @@ impl Ctx {
                     let g = lock(&self.guilds);
                     (g.settings(guild), g.humans_in(guild, channel))
                 };
+                let cast = settings.cast(&self.config.agents);
                 let pending = lock(&self.pending_runs).remove(&guild);
                 let metrics = self.config.metrics.clone();
                 let shard = self.shard_of(guild);
                 tokio::spawn(async move {
                     match voices
-                        .join(
-                            guild,
-                            channel,
-                            &settings.agent,
-                            settings.sensitivity,
-                            humans,
-                        )
+                        .join(guild, channel, &cast, settings.sensitivity, humans)
                         .await
                     {
                         Ok(()) => {
@@ -408,11 +403,7 @@ async fn load_later(ctx: Weak<Ctx>) {
             snapshot
                 .guilds
                 .into_iter()
-                .map(|(guild, stored)| {
-                    let before = guilds.settings(guild);
-                    let after = guilds.merge_stored(guild, stored);
-                    (guild, before, after)
-                })
+                .map(|(guild, stored)| (guild, guilds.merge_stored(guild, stored)))
                 .collect()
         };
         tracing::info!(
@@ -421,9 +412,9 @@ async fn load_later(ctx: Weak<Ctx>) {
         );
         ctx.loaded.store(true, Ordering::Release);
         let mut known: HashSet<u64> = lock(&ctx.guild_shards).keys().copied().collect();
-        for (guild, before, after) in &changes {
+        for (guild, after) in &changes {
             if let Some(v) = ctx.voices() {
-                v.apply(*guild, &after.agent, after.sensitivity, &before.agent);
+                v.apply(*guild, &after.cast(&ctx.config.agents), after.sensitivity);
             }
             known.insert(*guild);
         }
@@ -886,11 +877,10 @@ fn interaction(ctx: &Arc<Ctx>, sender: &MessageSender, i: Interaction) {
                 .voices()
                 .map(|v| v.latencies(guild.get()))
                 .unwrap_or_default();
-            let (before, reply, after) = {
+            let (reply, after) = {
                 let mut guilds = lock(&ctx.guilds);
-                let before = guilds.settings(guild.get());
                 let reply = guilds.handle(guild.get(), user.get(), &command, latencies);
-                (before, reply, guilds.settings(guild.get()))
+                (reply, guilds.settings(guild.get()))
             };
             match reply.action {
                 Some(VoiceAction::Join(channel)) => {
@@ -899,16 +889,16 @@ fn interaction(ctx: &Arc<Ctx>, sender: &MessageSender, i: Interaction) {
                 Some(VoiceAction::Leave) => ctx.voice_action(sender, guild.get(), None),
                 None => {
                     if let Some(v) = ctx.voices() {
-                        v.apply(guild.get(), &after.agent, after.sensitivity, &before.agent);
+                        v.apply(
+                            guild.get(),
+                            &after.cast(&ctx.config.agents),
+                            after.sensitivity,
+                        );
                     }
                 }
             }
             ctx.persist(guild.get());
-            let setting = matches!(
-                command,
-                commands::SlashCommand::Agent(_) | commands::SlashCommand::Sensitivity(_)
-            );
-            (reply.content, setting.then_some(guild.get()))
+            (reply.content, command.is_setting().then_some(guild.get()))
         }
     };
     let ctx = ctx.clone();

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::state::Sensitivity;
+use crate::state::{MAX_CAST, Sensitivity};
 
 use super::commands::SlashCommand;
 
@@ -89,6 +89,7 @@ impl Guilds {
             .cloned()
             .unwrap_or_else(|| GuildSettings {
                 agent: self.default_agent.clone(),
+                guests: Vec::new(),
                 sensitivity: self.default_sensitivity,
                 channel: None,
             })
@@ -106,6 +107,7 @@ impl Guilds {
         if let (Some(mine), Some(t)) = (self.settings.get(&guild), self.touched.get(&guild)) {
             if t.agent {
                 merged.agent = mine.agent.clone();
+                merged.guests = mine.guests.clone();
             }
             if t.sensitivity {
                 merged.sensitivity = mine.sensitivity;
@@ -219,11 +221,13 @@ impl Guilds {
                     return Reply::text(format!("I'm already in {}.", self.channel_name(target)));
                 }
                 settings.channel = Some(target);
+                let cast = cast_of(&settings);
                 Reply {
                     content: format!(
-                        "Joining {} — {} is listening.",
+                        "Joining {} — {} {} listening.",
                         self.channel_name(target),
-                        settings.agent
+                        list(&cast),
+                        if cast.len() > 1 { "are" } else { "is" }
                     ),
                     action: Some(VoiceAction::Join(target)),
                 }
@@ -237,7 +241,50 @@ impl Guilds {
             },
             SlashCommand::Agent(agent) => {
                 settings.agent = agent.clone();
-                Reply::text(format!("{agent} will answer from now on."))
+                settings.guests.retain(|g| g != agent);
+                if settings.guests.is_empty() {
+                    Reply::text(format!("{agent} will answer from now on."))
+                } else {
+                    Reply::text(format!(
+                        "{agent} will answer from now on; {} when called by name.",
+                        list(&settings.guests)
+                    ))
+                }
+            }
+            SlashCommand::Invite(agent) => {
+                if cast_of(&settings).contains(agent) {
+                    return Reply::text(format!("{agent} is already here."));
+                }
+                if 1 + settings.guests.len() >= MAX_CAST {
+                    return Reply::text(format!(
+                        "A room holds at most {MAX_CAST} agents: `/… dismiss` one first."
+                    ));
+                }
+                let hosts = cast_of(&settings);
+                settings.guests.push(agent.clone());
+                Reply::text(format!(
+                    "{agent} joins {}: call each by name (a question without a name goes to whoever spoke last).",
+                    list(&hosts)
+                ))
+            }
+            SlashCommand::Dismiss(agent) => {
+                if settings.guests.contains(agent) {
+                    settings.guests.retain(|g| g != agent);
+                    Reply::text(format!("{agent} has left the room."))
+                } else if settings.agent == *agent {
+                    if settings.guests.is_empty() {
+                        return Reply::text(format!(
+                            "{agent} is the only agent here: choose another with `/… agent`."
+                        ));
+                    }
+                    settings.agent = settings.guests.remove(0);
+                    Reply::text(format!(
+                        "{agent} has left the room; {} answers from now on.",
+                        settings.agent
+                    ))
+                } else {
+                    return Reply::text(format!("{agent} is not in the room."));
+                }
             }
             SlashCommand::Sensitivity(level) => {
                 settings.sensitivity = *level;
@@ -262,9 +309,11 @@ impl Guilds {
                     }
                     _ => "no turns yet".into(),
                 };
+                let cast = cast_of(&settings);
                 return Reply::text(format!(
-                    "Agent {}, sensitivity {}, {channel}; {latency}.",
-                    settings.agent,
+                    "Agent{} {}, sensitivity {}, {channel}; {latency}.",
+                    if cast.len() > 1 { "s" } else { "" },
+                    list(&cast),
                     settings.sensitivity.as_str()
                 ));
             }
@@ -272,12 +321,31 @@ impl Guilds {
         let t = self.touched.entry(guild).or_default();
         match command {
             SlashCommand::Join { .. } | SlashCommand::Leave => t.channel = true,
-            SlashCommand::Agent(_) => t.agent = true,
+            SlashCommand::Agent(_) | SlashCommand::Invite(_) | SlashCommand::Dismiss(_) => {
+                t.agent = true;
+            }
             SlashCommand::Sensitivity(_) => t.sensitivity = true,
             SlashCommand::Status => {}
         }
         self.settings.insert(guild, settings);
         reply
+    }
+}
+
+/// The guild's agents, its own first (as chosen; the room leaves out what the spec dropped).
+fn cast_of(settings: &GuildSettings) -> Vec<String> {
+    std::iter::once(&settings.agent)
+        .chain(&settings.guests)
+        .cloned()
+        .collect()
+}
+
+/// "a", "a and b", "a, b and c".
+fn list(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     }
 }
 
@@ -364,6 +432,72 @@ mod tests {
     }
 
     #[test]
+    fn agents_are_invited_and_dismissed() {
+        let mut g = guilds();
+        let run = |g: &mut Guilds, c: SlashCommand| g.handle(G, ANN, &c, Latencies::default());
+        let r = run(&mut g, SlashCommand::Invite("sage".into()));
+        assert_eq!(
+            r.content,
+            "sage joins jarvis: call each by name (a question without a name goes to whoever spoke last)."
+        );
+        assert_eq!(g.settings(G).guests, ["sage"]);
+        let r = run(&mut g, SlashCommand::Invite("sage".into()));
+        assert_eq!(r.content, "sage is already here.");
+        let r = run(&mut g, SlashCommand::Invite("jarvis".into()));
+        assert_eq!(r.content, "jarvis is already here.");
+        g.voice_state(G, ANN, Some(LOUNGE), false);
+        let r = run(&mut g, SlashCommand::Join { channel: None });
+        assert_eq!(r.content, "Joining Lounge — jarvis and sage are listening.");
+        let r = run(&mut g, SlashCommand::Status);
+        assert!(
+            r.content
+                .starts_with("Agents jarvis and sage, sensitivity low, in Lounge"),
+            "{r:?}"
+        );
+        // A full room refuses one more.
+        run(&mut g, SlashCommand::Invite("ada".into()));
+        run(&mut g, SlashCommand::Invite("bob".into()));
+        let r = run(&mut g, SlashCommand::Invite("cy".into()));
+        assert!(r.content.contains("at most 4 agents"), "{r:?}");
+        assert_eq!(g.settings(G).guests, ["sage", "ada", "bob"]);
+        // Dismissing a guest; dismissing the room's own agent hands the room to the first guest.
+        let r = run(&mut g, SlashCommand::Dismiss("ada".into()));
+        assert_eq!(r.content, "ada has left the room.");
+        let r = run(&mut g, SlashCommand::Dismiss("jarvis".into()));
+        assert_eq!(
+            r.content,
+            "jarvis has left the room; sage answers from now on."
+        );
+        let s = g.settings(G);
+        assert_eq!(
+            (s.agent.as_str(), s.guests.as_slice()),
+            ("sage", &["bob".to_string()][..])
+        );
+        let r = run(&mut g, SlashCommand::Dismiss("jarvis".into()));
+        assert_eq!(r.content, "jarvis is not in the room.");
+        // Choosing a guest as the agent takes it out of the guests.
+        let r = run(&mut g, SlashCommand::Agent("bob".into()));
+        assert_eq!(r.content, "bob will answer from now on.");
+        let s = g.settings(G);
+        assert_eq!((s.agent.as_str(), s.guests.len()), ("bob", 0));
+        let r = run(&mut g, SlashCommand::Dismiss("bob".into()));
+        assert!(r.content.contains("the only agent here"), "{r:?}");
+        assert_eq!(g.settings(G).agent, "bob");
+        // The change wins over settings Redis returns late.
+        let merged = g.merge_stored(
+            G,
+            GuildSettings {
+                agent: "jarvis".into(),
+                guests: vec!["sage".into()],
+                sensitivity: Sensitivity::High,
+                channel: None,
+            },
+        );
+        assert_eq!((merged.agent.as_str(), merged.guests.len()), ("bob", 0));
+        assert_eq!(merged.sensitivity, Sensitivity::High);
+    }
+
+    #[test]
     fn settings_read_late_keep_what_changed_meanwhile() {
         let mut g = guilds();
         // Redis was down at start: the pod serves the defaults; a user changes one setting.
@@ -375,6 +509,7 @@ mod tests {
         );
         let stored = GuildSettings {
             agent: "sage".into(),
+            guests: vec![],
             sensitivity: Sensitivity::High,
             channel: Some(LOUNGE),
         };

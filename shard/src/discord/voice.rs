@@ -37,10 +37,11 @@ use crate::state::{SavedRun, Sensitivity};
 /// How the Discord side gets a conversation for a voice channel: the pod's engines behind a
 /// narrow handle (the pod's `Brains` in production, anything that makes a [`Room`] in tests).
 pub trait Rooms: Send + Sync {
-    /// A new room where `agent` answers in voice channel `channel` of `guild` with
-    /// `sensitivity`. Its conversation (and the agent's session) belongs to that channel: what
-    /// was said in one channel is not context in another.
-    fn open(&self, guild: u64, channel: u64, agent: &str, sensitivity: Sensitivity) -> Room;
+    /// A new room where `agents` answer in voice channel `channel` of `guild` with
+    /// `sensitivity` (the first is the room's own; the others answer when called by name, see
+    /// [`Room::start_cast`]). Its conversations (and each agent's session) belong to that
+    /// channel: what was said in one channel is not context in another.
+    fn open(&self, guild: u64, channel: u64, agents: &[String], sensitivity: Sensitivity) -> Room;
 }
 
 /// A room's event, tagged with the guild and the agent of the room (for the pod's observers:
@@ -49,7 +50,8 @@ pub trait Rooms: Send + Sync {
 pub struct GuildEvent {
     /// The guild.
     pub guild: u64,
-    /// The room's agent (its id, e.g. `jarvis`).
+    /// The agent it is about (its id, e.g. `jarvis`): a turn's or a barge-in's own, else the
+    /// room's first agent.
     pub agent: String,
     /// What happened.
     pub event: RoomEvent,
@@ -68,6 +70,8 @@ struct GuildVoice {
     call: Arc<tokio::sync::Mutex<Call>>,
     channel: u64,
     room: Arc<Mutex<Arc<Room>>>,
+    /// The room's agents (ids), its own first.
+    cast: Vec<String>,
     recent: Arc<Mutex<Vec<f64>>>,
     /// Set when the bot leaves on purpose: no rejoin.
     leaving: Arc<AtomicBool>,
@@ -206,16 +210,22 @@ impl Voices {
         }
     }
 
-    /// Applies a guild's settings to its running conversation: a new agent starts a new room
-    /// (a new session with that agent); a new sensitivity applies from the next turn.
-    pub fn apply(&self, guild: u64, agent: &str, sensitivity: Sensitivity, current_agent: &str) {
-        let guilds = lock(&self.guilds);
-        let Some(g) = guilds.get(&guild) else { return };
-        if agent != current_agent {
-            let room = Arc::new(self.rooms.open(guild, g.channel, agent, sensitivity));
+    /// Applies a guild's settings to its running conversation: other agents (another one
+    /// chosen, one invited or dismissed) start a new room (each agent's session of the channel
+    /// goes on: an agent that stays keeps what was said); a new sensitivity applies from the
+    /// next turn.
+    pub fn apply(&self, guild: u64, cast: &[String], sensitivity: Sensitivity) {
+        let mut guilds = lock(&self.guilds);
+        let Some(g) = guilds.get_mut(&guild) else {
+            return;
+        };
+        if cast != g.cast.as_slice() {
+            let room = Arc::new(self.rooms.open(guild, g.channel, cast, sensitivity));
+            room.set_humans(lock(&g.room).humans());
             // Ends with the room it forwards.
-            forward_events(&room, guild, agent, &self.events, &g.recent);
+            forward_events(&room, guild, cast, &self.events, &g.recent);
             *lock(&g.room) = room;
+            g.cast = cast.to_vec();
         } else {
             lock(&g.room).set_sensitivity(sensitivity);
         }
@@ -241,33 +251,34 @@ impl Voices {
         room.recover(saved.run.clone())
     }
 
-    /// Joins `channel` in `guild` with `agent` answering; returns once connected (or failed).
-    /// Call from its own task: the join waits for the gateway's voice events, which
-    /// [`Voices::process`] delivers.
+    /// Joins `channel` in `guild` with `cast` answering (its first agent the room's own);
+    /// returns once connected (or failed). Call from its own task: the join waits for the
+    /// gateway's voice events, which [`Voices::process`] delivers.
     pub async fn join(
         self: &Arc<Self>,
         guild: u64,
         channel: u64,
-        agent: &str,
+        cast: &[String],
         sensitivity: Sensitivity,
         humans: usize,
     ) -> anyhow::Result<()> {
         let call = {
             let mut guilds = lock(&self.guilds);
             if let Some(g) = guilds.get_mut(&guild) {
-                if g.channel != channel {
+                if g.channel != channel || g.cast != cast {
                     // Another channel is another conversation: a new room and session, so
                     // nothing said in the old channel is context (or spoken) in the new one.
-                    let room = Arc::new(self.rooms.open(guild, channel, agent, sensitivity));
+                    let room = Arc::new(self.rooms.open(guild, channel, cast, sensitivity));
                     room.set_humans(humans.max(1));
-                    forward_events(&room, guild, agent, &self.events, &g.recent);
+                    forward_events(&room, guild, cast, &self.events, &g.recent);
                     *lock(&g.room) = room;
                     g.channel = channel;
+                    g.cast = cast.to_vec();
                 }
                 g.leaving.store(false, Ordering::Release);
                 g.call.clone()
             } else {
-                let g = self.start_guild(guild, channel, agent, sensitivity, humans)?;
+                let g = self.start_guild(guild, channel, cast, sensitivity, humans)?;
                 let call = g.call.clone();
                 guilds.insert(guild, g);
                 call
@@ -312,7 +323,7 @@ impl Voices {
         self: &Arc<Self>,
         guild: u64,
         channel: u64,
-        agent: &str,
+        cast: &[String],
         sensitivity: Sensitivity,
         humans: usize,
     ) -> anyhow::Result<GuildVoice> {
@@ -327,10 +338,10 @@ impl Voices {
             bot,
             self.config.clone(),
         );
-        let room = Arc::new(self.rooms.open(guild, channel, agent, sensitivity));
+        let room = Arc::new(self.rooms.open(guild, channel, cast, sensitivity));
         room.set_humans(humans.max(1));
         let recent = Arc::new(Mutex::new(Vec::new()));
-        let forward = forward_events(&room, guild, agent, &self.events, &recent);
+        let forward = forward_events(&room, guild, cast, &self.events, &recent);
         let room = Arc::new(Mutex::new(room));
         let leaving = Arc::new(AtomicBool::new(false));
         let receiver = Arc::new(Receiver {
@@ -358,6 +369,7 @@ impl Voices {
             call,
             channel,
             room,
+            cast: cast.to_vec(),
             recent,
             leaving,
             tasks: vec![playback.abort_handle(), forward],
@@ -375,28 +387,44 @@ async fn connect(call: &tokio::sync::Mutex<Call>, channel: u64) -> anyhow::Resul
     }
 }
 
-/// Room events → the pod's stream, and the guild's recent latencies. Ends with the room.
+/// Room events → the pod's stream (each labelled with the agent it is about, `cast` being the
+/// room's agents), and the guild's recent latencies. Ends with the room.
 fn forward_events(
     room: &Room,
     guild: u64,
-    agent: &str,
+    cast: &[String],
     events: &broadcast::Sender<GuildEvent>,
     recent: &Arc<Mutex<Vec<f64>>>,
 ) -> tokio::task::AbortHandle {
     let mut rx = room.subscribe();
     let events = events.clone();
     let recent = recent.clone();
-    let agent = agent.to_string();
+    // The room's records name an agent by its display name (what the transcript says).
+    let ids: Vec<(String, String)> = cast
+        .iter()
+        .map(|id| (crate::converse::names::display_name(id), id.clone()))
+        .collect();
+    let room_agent = cast.first().cloned().unwrap_or_default();
     tokio::spawn(async move {
+        let id_of = |display: &str| {
+            ids.iter()
+                .find(|(d, _)| d == display)
+                .map_or_else(|| room_agent.clone(), |(_, id)| id.clone())
+        };
         loop {
             match rx.recv().await {
                 Ok(e) => {
-                    if let RoomEvent::Turn(t) = &e {
-                        note_latency(&recent, t);
-                    }
+                    let agent = match &e {
+                        RoomEvent::Turn(t) => {
+                            note_latency(&recent, t);
+                            id_of(&t.agent)
+                        }
+                        RoomEvent::BargeIn { agent, .. } => id_of(agent),
+                        _ => room_agent.clone(),
+                    };
                     let _ = events.send(GuildEvent {
                         guild,
-                        agent: agent.clone(),
+                        agent,
                         event: e,
                     });
                 }

@@ -13,5 +13,7 @@ pub mod stt;
 pub mod turn;
 pub mod vad;
 
-pub use pipeline::{CommitReason, Engines, Listener, ListenerConfig, Models, StagesMs, Utterance};
+pub use pipeline::{
+    CommitReason, Engines, Listener, ListenerConfig, Models, StagesMs, Utterance, names_hint,
+};
 pub use pool::{Borrower, EnginePool, Lease, PoolConfig, PoolStats};

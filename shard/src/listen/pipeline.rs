@@ -127,12 +127,13 @@ impl Models {
 pub trait Engines {
     /// Probability that the turn ending with `audio` (16 kHz mono) is complete.
     fn end_of_turn(&mut self, audio: &[f32]) -> Result<f32>;
-    /// Transcribes 16 kHz mono audio.
-    fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript>;
+    /// Transcribes 16 kHz mono audio; `hint`: words that may be said (see
+    /// [`super::stt::Whisper::transcribe_with`]), empty for none.
+    fn transcribe(&mut self, audio: &[f32], hint: &str) -> Result<Transcript>;
     /// Transcribes only if an engine is free right now (`None` otherwise): for speculative
     /// work, which must never queue in front of turns that are really over.
-    fn transcribe_if_idle(&mut self, audio: &[f32]) -> Result<Option<Transcript>> {
-        self.transcribe(audio).map(Some)
+    fn transcribe_if_idle(&mut self, audio: &[f32], hint: &str) -> Result<Option<Transcript>> {
+        self.transcribe(audio, hint).map(Some)
     }
 }
 
@@ -141,8 +142,8 @@ impl Engines for Models {
         Ok(self.turn.predict(audio)?.0)
     }
 
-    fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript> {
-        self.stt.transcribe(audio)
+    fn transcribe(&mut self, audio: &[f32], hint: &str) -> Result<Transcript> {
+        self.stt.transcribe_with(audio, hint)
     }
 }
 
@@ -243,6 +244,8 @@ pub struct Listener {
     push_started: Option<Instant>,
     /// Speech started since [`Listener::take_speech_started`] was last called.
     speech_started: bool,
+    /// What Whisper is told may be said (the room's agents' names).
+    hint: std::sync::Arc<str>,
 }
 
 /// A transcript made speculatively during a pause.
@@ -251,6 +254,20 @@ struct Speculation {
     end: u64,
     transcript: super::stt::Transcript,
     stt_ms: f64,
+}
+
+/// Whisper's initial prompt for `names`: "Jarvis, Sage" (no closing period: a prompt that ends
+/// a sentence makes Whisper end sentences at every pause, and a pause would then sound
+/// finished).
+pub fn names_hint<S: AsRef<str>>(names: &[S]) -> std::sync::Arc<str> {
+    let mut seen: Vec<&str> = Vec::new();
+    for n in names {
+        let n = n.as_ref().trim();
+        if !n.is_empty() && !seen.iter().any(|s| s.eq_ignore_ascii_case(n)) {
+            seen.push(n);
+        }
+    }
+    std::sync::Arc::from(seen.join(", "))
 }
 
 impl Listener {
@@ -270,7 +287,22 @@ impl Listener {
             clock_ms: 0.0,
             push_started: None,
             speech_started: false,
+            hint: std::sync::Arc::from(""),
         }
+    }
+
+    /// Tells Whisper that `names` may be said (the agents of the room, their aliases): rare
+    /// names are then spelled as the name matcher expects.
+    #[must_use]
+    pub fn with_names<S: AsRef<str>>(self, names: &[S]) -> Self {
+        self.with_hint(names_hint(names))
+    }
+
+    /// [`Listener::with_names`], the names already made into a [`names_hint`].
+    #[must_use]
+    pub fn with_hint(mut self, hint: std::sync::Arc<str>) -> Self {
+        self.hint = hint;
+        self
     }
 
     /// Turns that were dropped by the hallucination guard, in order.
@@ -492,7 +524,7 @@ impl Listener {
             return Ok(());
         }
         let t = Instant::now();
-        let transcript = match models.transcribe_if_idle(audio) {
+        let transcript = match models.transcribe_if_idle(audio, &self.hint) {
             Ok(Some(t)) => t,
             // Speculation is an optimisation: under load, skip it.
             Ok(None) | Err(Error::Overloaded(_)) => return Ok(()),
@@ -585,7 +617,7 @@ impl Listener {
                     }
                     _ => {
                         let t = Instant::now();
-                        match models.transcribe(audio) {
+                        match models.transcribe(audio, &self.hint) {
                             Ok(transcript) => (transcript, t.elapsed().as_secs_f64() * 1e3),
                             Err(Error::Overloaded(_)) => {
                                 self.trim();
@@ -636,7 +668,20 @@ impl Listener {
 
 #[cfg(test)]
 mod tests {
-    use super::sounds_finished;
+    use super::{names_hint, sounds_finished};
+
+    #[test]
+    fn the_names_hint_lists_each_name_once_without_closing_the_sentence() {
+        assert_eq!(
+            &*names_hint(&["Jarvis", "Jeeves", "Sage"]),
+            "Jarvis, Jeeves, Sage"
+        );
+        assert_eq!(
+            &*names_hint(&["Sage", " sage ", "", "Jarvis"]),
+            "Sage, Jarvis"
+        );
+        assert_eq!(&*names_hint::<&str>(&[]), "");
+    }
 
     #[test]
     fn a_phrase_is_finished_by_its_closing_mark_not_by_an_ellipsis() {

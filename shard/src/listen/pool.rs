@@ -189,8 +189,8 @@ impl<E: Engines> Engines for Lease<'_, E> {
         self.engine()?.end_of_turn(audio)
     }
 
-    fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript> {
-        self.engine()?.transcribe(audio)
+    fn transcribe(&mut self, audio: &[f32], hint: &str) -> Result<Transcript> {
+        self.engine()?.transcribe(audio, hint)
     }
 }
 
@@ -216,16 +216,16 @@ impl<E: Engines> Engines for Borrower<'_, E> {
         self.lease()?.end_of_turn(audio)
     }
 
-    fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript> {
-        self.lease()?.transcribe(audio)
+    fn transcribe(&mut self, audio: &[f32], hint: &str) -> Result<Transcript> {
+        self.lease()?.transcribe(audio, hint)
     }
 
-    fn transcribe_if_idle(&mut self, audio: &[f32]) -> Result<Option<Transcript>> {
+    fn transcribe_if_idle(&mut self, audio: &[f32], hint: &str) -> Result<Option<Transcript>> {
         if self.lease.is_none() {
             self.lease = self.pool.try_lease();
         }
         match self.lease.as_mut() {
-            Some(lease) => lease.transcribe(audio).map(Some),
+            Some(lease) => lease.transcribe(audio, hint).map(Some),
             None => Ok(None),
         }
     }
@@ -247,7 +247,7 @@ mod tests {
             Ok(1.0)
         }
 
-        fn transcribe(&mut self, _: &[f32]) -> Result<Transcript> {
+        fn transcribe(&mut self, _: &[f32], _: &str) -> Result<Transcript> {
             std::thread::sleep(self.0);
             self.1.fetch_add(1, Ordering::Relaxed);
             Ok(Transcript::default())
@@ -268,7 +268,7 @@ mod tests {
         let handles: Vec<_> = (0..6)
             .map(|_| {
                 let pool = pool.clone();
-                std::thread::spawn(move || pool.borrower().transcribe(&[]).is_ok())
+                std::thread::spawn(move || pool.borrower().transcribe(&[], "").is_ok())
             })
             .collect();
         let ok = handles
@@ -297,12 +297,12 @@ mod tests {
         let held = pool.lease().unwrap();
         let waiter = {
             let pool = pool.clone();
-            std::thread::spawn(move || pool.borrower().transcribe(&[]).map(|_| ()))
+            std::thread::spawn(move || pool.borrower().transcribe(&[], "").map(|_| ()))
         };
         while lock(&pool.state).waiting == 0 {
             std::thread::yield_now();
         }
-        let refused = pool.borrower().transcribe(&[]);
+        let refused = pool.borrower().transcribe(&[], "");
         assert!(matches!(refused, Err(Error::Overloaded(_))), "{refused:?}");
         // The waiter gives up after max_wait.
         let waited = waiter.join().unwrap();
@@ -322,10 +322,20 @@ mod tests {
         let (pool, calls) = pool(1, PoolConfig::default());
         let held = pool.lease().unwrap();
         let t = Instant::now();
-        assert!(pool.borrower().transcribe_if_idle(&[]).unwrap().is_none());
+        assert!(
+            pool.borrower()
+                .transcribe_if_idle(&[], "")
+                .unwrap()
+                .is_none()
+        );
         assert!(t.elapsed() < Duration::from_millis(40));
         drop(held);
-        assert!(pool.borrower().transcribe_if_idle(&[]).unwrap().is_some());
+        assert!(
+            pool.borrower()
+                .transcribe_if_idle(&[], "")
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(calls.load(Ordering::Relaxed), 1);
     }
 
@@ -334,7 +344,7 @@ mod tests {
         let (pool, calls) = pool(1, PoolConfig::default());
         let mut b = pool.borrower();
         b.end_of_turn(&[]).unwrap();
-        b.transcribe(&[]).unwrap();
+        b.transcribe(&[], "").unwrap();
         assert_eq!(pool.stats().loans.load(Ordering::Relaxed), 1);
         drop(b);
         assert_eq!(calls.load(Ordering::Relaxed), 2);

@@ -295,6 +295,39 @@ impl Brains {
         channel: u64,
         sensitivity: Sensitivity,
     ) -> Conversation {
+        self.conversation_among(agent, &[], guild, channel, sensitivity)
+    }
+
+    /// The conversations of a room where `agents` answer (the room's own first): each as
+    /// [`Brains::conversation`] makes it, its classifier told who the others are.
+    pub fn cast(
+        &self,
+        agents: &[String],
+        guild: u64,
+        channel: u64,
+        sensitivity: Sensitivity,
+    ) -> Vec<Conversation> {
+        agents
+            .iter()
+            .map(|agent| {
+                let others: Vec<String> = agents
+                    .iter()
+                    .filter(|a| *a != agent)
+                    .map(|a| display_name(a))
+                    .collect();
+                self.conversation_among(agent, &others, guild, channel, sensitivity)
+            })
+            .collect()
+    }
+
+    fn conversation_among(
+        &self,
+        agent: &str,
+        others: &[String],
+        guild: u64,
+        channel: u64,
+        sensitivity: Sensitivity,
+    ) -> Conversation {
         let display = display_name(agent);
         let profile = self.agents.get(agent);
         let mut names = vec![display.as_str()];
@@ -315,7 +348,7 @@ impl Brains {
         );
         if let Some(gw) = &self.gateway {
             let classifier: Arc<dyn Classifier> =
-                Arc::new(GatewayClassifier::new(gw.clone(), id.clone()));
+                Arc::new(GatewayClassifier::new(gw.clone(), id.clone()).with_others(others));
             c = c.with_gateway(gw.clone(), Some(classifier));
         }
         let voice = profile
@@ -460,12 +493,12 @@ fn warm_listeners(
 }
 
 impl Rooms for Brains {
-    fn open(&self, guild: u64, channel: u64, agent: &str, sensitivity: Sensitivity) -> Room {
-        Room::start(
-            self.room,
-            self.conversation(agent, guild, channel, sensitivity),
-            self.pool.clone(),
-            self.vads.clone(),
-        )
+    fn open(&self, guild: u64, channel: u64, agents: &[String], sensitivity: Sensitivity) -> Room {
+        let mut cast = self.cast(agents, guild, channel, sensitivity);
+        if cast.is_empty() {
+            // Not reached (a guild always has its agent), but a room needs one.
+            cast.push(self.conversation("assistant", guild, channel, sensitivity));
+        }
+        Room::start_cast(self.room, cast, self.pool.clone(), self.vads.clone())
     }
 }

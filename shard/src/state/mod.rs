@@ -114,12 +114,36 @@ pub fn redact(url: &str) -> String {
 /// A guild's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuildSettings {
-    /// The agent that answers.
+    /// The agent that answers (the room's own: it answers a turn that names nobody when no
+    /// other agent spoke last).
     pub agent: String,
+    /// Agents invited to answer beside it (`/… invite`), each when called by name.
+    pub guests: Vec<String>,
     /// How readily it answers.
     pub sensitivity: Sensitivity,
     /// The voice channel the bot is in (or joining).
     pub channel: Option<u64>,
+}
+
+/// The most agents one room hosts (the guild's agent and its guests).
+pub const MAX_CAST: usize = 4;
+
+impl GuildSettings {
+    /// The agents of the guild's room, its own first: the guests that are among `allowed`
+    /// (the VoiceBot's agents; a guest the spec no longer lists is left out), at most
+    /// [`MAX_CAST`], each once.
+    pub fn cast(&self, allowed: &[String]) -> Vec<String> {
+        let mut cast = vec![self.agent.clone()];
+        for g in &self.guests {
+            if cast.len() >= MAX_CAST {
+                break;
+            }
+            if !cast.contains(g) && allowed.contains(g) {
+                cast.push(g.clone());
+            }
+        }
+        cast
+    }
 }
 
 /// The fleet's OpenClaw device as Redis keeps it: the identity's private seed and the device
@@ -737,6 +761,9 @@ fn guild_fields(s: &GuildSettings) -> Vec<(String, String)> {
     if let Some(c) = s.channel {
         fields.push(("channel".into(), c.to_string()));
     }
+    if !s.guests.is_empty() {
+        fields.push(("guests".into(), s.guests.join(",")));
+    }
     fields
 }
 
@@ -764,8 +791,19 @@ fn parse_guild(guild: u64, map: &HashMap<String, String>) -> Option<GuildSetting
         }
         None => Sensitivity::Low,
     };
+    let guests = map
+        .get("guests")
+        .map(|g| {
+            g.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty() && *a != agent)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
     Some(GuildSettings {
         agent,
+        guests,
         sensitivity,
         channel: map.get("channel").and_then(|c| c.parse().ok()),
     })
@@ -921,11 +959,40 @@ mod tests {
     fn saved_values_parse_back() {
         let s = GuildSettings {
             agent: "sage".into(),
+            guests: vec![],
             sensitivity: Sensitivity::High,
             channel: Some(42),
         };
         let map: HashMap<String, String> = guild_fields(&s).into_iter().collect();
-        assert_eq!(parse_guild(1, &map), Some(s));
+        assert!(!map.contains_key("guests"), "no guests, no field: {map:?}");
+        assert_eq!(parse_guild(1, &map), Some(s.clone()));
+        let with_guests = GuildSettings {
+            guests: vec!["jarvis".into(), "hal".into()],
+            ..s
+        };
+        let map: HashMap<String, String> = guild_fields(&with_guests).into_iter().collect();
+        assert_eq!(map["guests"], "jarvis,hal");
+        assert_eq!(parse_guild(1, &map), Some(with_guests.clone()));
+        // The cast: the guild's agent first, guests the spec lists, each once, at most four.
+        let allowed: Vec<String> = ["jarvis", "sage", "ada", "bob", "cy"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(with_guests.cast(&allowed), ["sage", "jarvis"]);
+        let crowd = GuildSettings {
+            guests: ["jarvis", "sage", "jarvis", "ada", "bob", "cy"]
+                .map(String::from)
+                .to_vec(),
+            ..with_guests
+        };
+        assert_eq!(crowd.cast(&allowed), ["sage", "jarvis", "ada", "bob"]);
+        // A hand-edited value: the agent itself and empty names are dropped.
+        let map: HashMap<String, String> = [
+            ("agent".to_string(), "sage".to_string()),
+            ("guests".into(), "sage, ,jarvis,".into()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(parse_guild(1, &map).unwrap().guests, ["jarvis"]);
         let map: HashMap<String, String> = [
             ("agent".to_string(), "jarvis".to_string()),
             ("sensitivity".into(), "loud".into()),
@@ -960,6 +1027,7 @@ mod tests {
             1,
             &GuildSettings {
                 agent: "jarvis".into(),
+                guests: vec![],
                 sensitivity: Sensitivity::Low,
                 channel: None,
             },

@@ -125,9 +125,18 @@ pub fn models() -> MutexGuard<'static, Models> {
 
 /// Runs a whole clip through a fresh listener in 20 ms frames.
 pub fn listen(samples: &[f32], config: ListenerConfig) -> Vec<Utterance> {
+    listen_for(samples, config, &[] as &[&str])
+}
+
+/// [`listen`] with Whisper told the agents' `names` (as a room's listeners are).
+pub fn listen_for<S: AsRef<str>>(
+    samples: &[f32],
+    config: ListenerConfig,
+    names: &[S],
+) -> Vec<Utterance> {
     let mut models = models();
     let vad = models.new_vad().expect("vad");
-    let mut listener = Listener::new(config, vad);
+    let mut listener = Listener::new(config, vad).with_names(names);
     let mut out = Vec::new();
     for frame in samples.chunks(320) {
         out.extend(listener.push(&mut *models, frame).expect("push"));
@@ -181,11 +190,65 @@ pub fn transcribe(pcm: &[f32], sample_rate: u32) -> String {
         channels: 1,
         samples: pcm.to_vec(),
     };
-    let mut pcm16 = audio::to_pipeline_rate(&pcm).expect("resample");
+    // Silence before too: audio that starts mid-word (a reply's first sample is speech) would
+    // lose its first word to the VAD's onset.
+    let mut pcm16 = silence(300);
+    pcm16.extend(audio::to_pipeline_rate(&pcm).expect("resample"));
     pcm16.extend(silence(1_500));
     listen(&pcm16, ListenerConfig::default())
         .iter()
         .map(|u| u.transcript.clone())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Median fundamental frequency of the voiced 40 ms frames (autocorrelation, 60–400 Hz).
+pub fn median_pitch_hz(audio: &[f32], rate: u32) -> f32 {
+    let frame = (rate as usize * 40) / 1000;
+    let (min_lag, max_lag) = (rate as usize / 400, rate as usize / 60);
+    let mut pitches = Vec::new();
+    for w in audio.chunks_exact(frame) {
+        let energy: f32 = w.iter().map(|s| s * s).sum();
+        if (energy / frame as f32).sqrt() < 0.02 {
+            continue;
+        }
+        // Normalised over the overlap (no bias toward short lags); the first lag that correlates
+        // strongly, at its local peak, is the period (YIN's rule: not half of it, not twice).
+        let r_at = |lag: usize| {
+            let (a, b) = (&w[..frame - lag], &w[lag..]);
+            let c: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let e = (a.iter().map(|x| x * x).sum::<f32>() * b.iter().map(|y| y * y).sum::<f32>())
+                .sqrt();
+            if e > 0.0 { c / e } else { 0.0 }
+        };
+        let lags = min_lag..max_lag.min(frame - 1);
+        let mut best = (0.0f32, 0usize);
+        let mut lag = lags.start;
+        while lag < lags.end {
+            let r = r_at(lag);
+            if r > 0.8 {
+                let (mut peak, mut at) = (r, lag);
+                while at + 1 < lags.end && r_at(at + 1) > peak {
+                    at += 1;
+                    peak = r_at(at);
+                }
+                best = (peak, at);
+                break;
+            }
+            if r > best.0 {
+                best = (r, lag);
+            }
+            lag += 1;
+        }
+        if best.0 > 0.5 {
+            pitches.push(rate as f32 / best.1 as f32);
+        }
+    }
+    assert!(
+        pitches.len() > 5,
+        "too few voiced frames: {}",
+        pitches.len()
+    );
+    pitches.sort_by(f32::total_cmp);
+    pitches[pitches.len() / 2]
 }
