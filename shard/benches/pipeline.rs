@@ -89,12 +89,19 @@ fn main() {
 
     // Whisper, whole utterance, both encoder-window policies.
     let mut stt = Vec::new();
+    // The last: what a room does, Whisper told the agents' names (its initial prompt).
     let variants = [
-        ("full", AudioCtx::Full, false),
-        ("fit", AudioCtx::Fit { min: 0 }, true),
-        ("fit:384 default", AudioCtx::Fit { min: 384 }, true),
+        ("full", AudioCtx::Full, false, ""),
+        ("fit", AudioCtx::Fit { min: 0 }, true, ""),
+        ("fit:384 default", AudioCtx::Fit { min: 384 }, true, ""),
+        (
+            "fit:384 + names hint",
+            AudioCtx::Fit { min: 384 },
+            true,
+            "Jarvis, Sage",
+        ),
     ];
-    for (label, audio_ctx, flash_attn) in variants {
+    for (label, audio_ctx, flash_attn, hint) in variants {
         let config = SttConfig {
             threads,
             audio_ctx,
@@ -102,11 +109,11 @@ fn main() {
         };
         let mut whisper =
             Whisper::new(&paths.whisper, WhisperModel::TinyEn, config).expect("whisper");
-        whisper.transcribe(&clips[0].0).expect("warm-up");
+        whisper.transcribe_with(&clips[0].0, hint).expect("warm-up");
         let (mut ms, mut wer) = (Vec::new(), Vec::new());
         for (audio, text) in &clips {
             let t = Instant::now();
-            let out = whisper.transcribe(audio).expect("stt");
+            let out = whisper.transcribe_with(audio, hint).expect("stt");
             ms.push(t.elapsed().as_secs_f64() * 1e3);
             let w = word_error_rate(text, &out.text);
             if w > 0.3 {

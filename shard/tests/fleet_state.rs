@@ -175,13 +175,19 @@ async fn a_killed_pod_is_replaced_by_one_that_resumes_keeps_settings_and_rejoins
         redis.hash(&format!("guild:{GUILD}")).await["sensitivity"],
         "high"
     );
+    let invited = command(&sim, &ann, option("invite", "name", "jarvis")).await;
+    assert!(
+        invited.starts_with("jarvis joins sage") && invited.ends_with("Saved."),
+        "{invited}"
+    );
     let joined = command(&sim, &ann, json!([{"name": "join", "type": 1}])).await;
-    assert_eq!(joined, "Joining Lounge — sage is listening.");
+    assert_eq!(joined, "Joining Lounge — sage and jarvis are listening.");
     // What Redis holds: the guild's settings and channel, who is in voice, the session.
     let guild = redis
         .wait_hash(&format!("guild:{GUILD}"), |h| h.get("channel").is_some())
         .await;
     assert_eq!(guild["agent"], "sage");
+    assert_eq!(guild["guests"], "jarvis");
     assert_eq!(guild["sensitivity"], "high");
     assert_eq!(guild["channel"], LOUNGE.to_string());
     let voice = redis
@@ -226,7 +232,7 @@ async fn a_killed_pod_is_replaced_by_one_that_resumes_keeps_settings_and_rejoins
     );
     let status = command(&sim, &ann, json!([{"name": "status", "type": 1}])).await;
     assert!(
-        status.starts_with("Agent sage, sensitivity high, in "),
+        status.starts_with("Agents sage and jarvis, sensitivity high, in "),
         "{status}"
     );
     // A clean stop saves the session for the next pod too.
