@@ -130,8 +130,12 @@ pub const FIELDS: &[Field] = &[
     },
     Field {
         path: "agents[].name",
-        effect: "the OpenClaw agent and the name it answers to; the first names the slash command and is the default",
-        tests: &[RUN, AGENTS],
+        effect: "the OpenClaw agent and the name it answers to; the first names the slash command and is the default; a guild may `/invite` any of them into its room (up to four)",
+        tests: &[
+            RUN,
+            AGENTS,
+            "shard/tests/discord_voice.rs::two_agents_in_one_channel_each_answer_in_their_own_voice",
+        ],
     },
     Field {
         path: "agents[].aliases",
