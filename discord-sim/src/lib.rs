@@ -17,11 +17,13 @@
 //!                                     speech in, the bot's audio recorded)
 //! ```
 
+mod dave;
 mod gateway;
 mod rest;
 mod state;
 mod voice;
 
+pub use dave::{DaveStats, is_dave_frame};
 pub use state::{EVERYONE, Guild, SimConfig, SimEvent, User};
 pub use voice::{BotAudio, Spoken, TlsIdentity, from_16k};
 
