@@ -80,7 +80,7 @@ enum Waiting {
     Commit {
         change: Change,
         /// The joining user's session (its key package was proposed).
-        joiner: Option<DaveSession>,
+        joiner: Option<Box<DaveSession>>,
     },
     /// Its readiness (op 23) for a transition.
     Ready { transition: u16, version: u16 },
@@ -318,7 +318,7 @@ impl DaveCall {
                 let kp = s
                     .create_key_package()
                     .map_err(|e| format!("key package: {e:?}"))?;
-                (self.propose_add(&kp)?, Some(s), Some(u))
+                (self.propose_add(&kp)?, Some(Box::new(s)), Some(u))
             }
             Change::Leave(u) => {
                 let Some(leaf) = self.users.get(&u).and_then(DaveSession::own_leaf_index) else {
@@ -383,7 +383,7 @@ impl DaveCall {
             }
             s.process_welcome(rest)
                 .map_err(|e| format!("welcome at {u}: {e:?}"))?;
-            self.users.insert(u, s);
+            self.users.insert(u, *s);
         }
         self.epoch += 1;
         let transition = self.transition();

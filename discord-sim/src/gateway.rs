@@ -405,6 +405,7 @@ pub(crate) fn user_voice(
 ) -> Result<(), String> {
     let (session, _) = guild_session(state, guild)?;
     remember_voice(state, guild, user.id, channel);
+    crate::voice::dave_user_moved(state, guild, user.id, channel);
     let vs = json!({
         "guild_id": guild.to_string(),
         "channel_id": channel.map(|c| c.to_string()),

@@ -216,6 +216,24 @@ impl Simulator {
         gateway::user_voice(&self.state, guild, user, channel)
     }
 
+    /// What DAVE did in `guild`'s call: version, epoch, members, the bot's frames decrypted
+    /// (`None`: not negotiated, e.g. `SimConfig::dave` off or a bot that does not offer it).
+    pub fn dave(&self, guild: u64) -> Option<DaveStats> {
+        voice::dave_stats(&self.state, guild)
+    }
+
+    /// A client without DAVE joined `guild`'s call: Discord moves it back to transport
+    /// encryption only (op 21 with version 0, op 22 once the bot is ready).
+    pub fn dave_downgrade(&self, guild: u64) -> Result<(), String> {
+        voice::dave_downgrade(&self.state, guild)
+    }
+
+    /// Whether `user` — in the call, or who left it — can decrypt the bot's latest
+    /// end-to-end encrypted frame (`None`: no such frame or user).
+    pub fn dave_can_read(&self, guild: u64, user: u64) -> Option<bool> {
+        voice::dave_can_read(&self.state, guild, user)
+    }
+
     /// The voice server's `host:port` (as sent in VOICE_SERVER_UPDATE).
     pub fn voice_endpoint(&self) -> &str {
         &self.state.voice.endpoint

@@ -30,6 +30,9 @@ pub struct SimConfig {
     /// The voice server's TLS identity (generated when `None`; the bot must trust it, see
     /// [`crate::TlsIdentity`]).
     pub tls: Option<std::sync::Arc<crate::TlsIdentity>>,
+    /// Negotiate DAVE (end-to-end encrypted voice, version 1) with a bot that offers it, as
+    /// Discord requires; `false`: transport encryption only (`dave_protocol_version: 0`).
+    pub dave: bool,
 }
 
 impl Default for SimConfig {
@@ -42,6 +45,7 @@ impl Default for SimConfig {
             heartbeat_interval_ms: 41_250,
             token: "sim-bot-token".into(),
             tls: None,
+            dave: true,
         }
     }
 }

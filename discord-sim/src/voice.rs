@@ -10,8 +10,18 @@
 //!                    20 ms real time, then five silence frames
 //! ```
 //!
-//! DAVE (end-to-end encryption) is not negotiated yet: the session description says
-//! `dave_protocol_version: 0`, which songbird accepts as transport encryption only.
+//! DAVE (end-to-end encryption, `dave.rs`): with a bot that offers it (`max_dave_protocol_version`
+//! ≥ 1 in its identify) and `SimConfig::dave`, the session description says version 1, the
+//! simulator sends who is in the channel (op 11) and its external sender (op 25), and relays
+//! the MLS handshake over the DAVE opcodes (binary 26-30, JSON 21-24 and 31); the users' Opus
+//! is end-to-end encrypted for the group and the bot's is read only as a member:
+//!
+//! ```text
+//! select protocol ─► op4 {dave_protocol_version: 1}, op11 users, op25 external sender
+//! bot op26 key package ─► users in the call commit its addition ─► op30 welcome
+//! a user joins/leaves ─► op11, op27 proposals ─► bot op28 commit (+welcome) ─► op29 announce
+//! bot op23 ready ─► op22 execute (the next change waits for it)
+//! ```
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +38,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
+use crate::dave::{DaveCall, DaveStats, Out};
 use crate::state::{Shared, SimEvent, User, lock};
 
 /// The only transport mode the simulator offers (songbird's preferred one).
@@ -141,6 +152,23 @@ struct Call {
     audio: BotAudio,
     /// Counter of the packets the simulator sends (the rtpsize nonce).
     nonce: u32,
+    /// The DAVE version the bot offered in its identify.
+    bot_max_dave: u64,
+    /// DAVE in this call (`None`: transport encryption only).
+    dave: Option<DaveCall>,
+}
+
+impl Call {
+    /// Sends DAVE's messages to the bot's voice WebSocket.
+    fn send(&self, out: Vec<Out>) {
+        let Some(ws) = &self.ws else { return };
+        for o in out {
+            let _ = ws.send(match o {
+                Out::Json(code, d) => WsOut::Text(op(code, d)),
+                Out::Binary(b) => WsOut::Binary(b),
+            });
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -154,6 +182,7 @@ struct Stream {
 
 pub(crate) enum WsOut {
     Text(String),
+    Binary(Vec<u8>),
     Close(u16),
     /// Drop the connection without a close frame (the server is gone).
     Cut,
@@ -230,6 +259,8 @@ impl VoiceServer {
                     decoder: None,
                     audio: BotAudio::default(),
                     nonce: 0,
+                    bot_max_dave: 0,
+                    dave: None,
                 });
                 call.token = token;
                 call.channel = Some(c);
@@ -285,6 +316,7 @@ where
         while let Some(out) = rx.recv().await {
             let msg = match out {
                 WsOut::Text(t) => Message::Text(t.into()),
+                WsOut::Binary(b) => Message::Binary(b.into()),
                 WsOut::Cut => {
                     cut_by_writer.notify_one();
                     break;
@@ -315,6 +347,12 @@ where
         let Some(Ok(msg)) = next else { break };
         let text = match msg {
             Message::Text(t) => t.to_string(),
+            Message::Binary(b) => {
+                if let Some(g) = guild {
+                    dave_binary(&state, g, &b);
+                }
+                continue;
+            }
             Message::Close(_) => break,
             _ => continue,
         };
@@ -347,6 +385,8 @@ where
                 if resumed && call.cipher.is_some() {
                     let _ = tx.send(WsOut::Text(op(9, Value::Null)));
                 } else {
+                    call.bot_max_dave = d["max_dave_protocol_version"].as_u64().unwrap_or(0);
+                    call.dave = None;
                     call.bot_ssrc = voice.ssrc();
                     call.key = std::array::from_fn(|_| fastrand::u8(..));
                     call.cipher = None;
@@ -367,6 +407,7 @@ where
             // Select protocol.
             Some(1) => {
                 let Some(g) = guild else { break };
+                let users = users_in_call(&state, g);
                 let mode = d["data"]["mode"].as_str().unwrap_or_default();
                 if mode != MODE {
                     let _ = tx.send(WsOut::Close(4016));
@@ -388,12 +429,59 @@ where
                 );
                 call.cipher = Aes256Gcm::new_from_slice(&call.key).ok();
                 call.decoder = opus2::Decoder::new(48_000, opus2::Channels::Stereo).ok();
+                let channel = call.channel.unwrap_or(0);
+                call.dave = if state.config.dave && call.bot_max_dave >= 1 {
+                    DaveCall::new(channel, state.config.bot.id)
+                        .inspect_err(|e| tracing::warn!(error = %e, "dave: not offered"))
+                        .ok()
+                } else {
+                    None
+                };
+                let version = if call.dave.is_some() {
+                    crate::dave::VERSION
+                } else {
+                    0
+                };
                 let description = json!({
                     "mode": MODE,
                     "secret_key": call.key.to_vec(),
-                    "dave_protocol_version": 0,
+                    "dave_protocol_version": version,
                 });
                 let _ = tx.send(WsOut::Text(op(4, description)));
+                if let Some(dave) = &mut call.dave {
+                    match dave.start(&users) {
+                        Ok(out) => {
+                            for o in out {
+                                let _ = tx.send(match o {
+                                    Out::Json(code, d) => WsOut::Text(op(code, d)),
+                                    Out::Binary(b) => WsOut::Binary(b),
+                                });
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "dave: the call's group"),
+                    }
+                }
+            }
+            // DAVE: ready for a transition; a commit or welcome the bot could not process.
+            Some(23) | Some(31) => {
+                let Some(g) = guild else { break };
+                let transition = d["transition_id"].as_u64().unwrap_or(0) as u16;
+                let mut calls = lock(&voice.calls);
+                if let Some(call) = calls.get_mut(&g)
+                    && let Some(dave) = &mut call.dave
+                {
+                    let out = if payload["op"] == 23 {
+                        dave.on_ready(transition)
+                    } else {
+                        tracing::warn!(
+                            transition,
+                            "dave: the bot could not process a commit or welcome"
+                        );
+                        dave.on_invalid();
+                        Vec::new()
+                    };
+                    call.send(out);
+                }
             }
             // Heartbeat: echo the nonce (v4).
             Some(3) => {
@@ -411,6 +499,120 @@ where
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// The users (not the bot) in the voice channel the bot is joining in `guild`.
+fn users_in_call(state: &Shared, guild: u64) -> Vec<u64> {
+    let channel = lock(&state.voice.calls).get(&guild).and_then(|c| c.channel);
+    let bot = state.config.bot.id;
+    let inner = lock(&state.inner);
+    inner
+        .guilds
+        .get(&guild)
+        .map(|g| {
+            g.voice
+                .iter()
+                .filter(|(u, c)| Some(**c) == channel && **u != bot)
+                .map(|(u, _)| *u)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A binary DAVE message from the bot: its key package (26) or its commit and welcome (28).
+fn dave_binary(state: &Shared, guild: u64, data: &[u8]) {
+    let mut calls = lock(&state.voice.calls);
+    let Some(call) = calls.get_mut(&guild) else {
+        return;
+    };
+    let Some(dave) = &mut call.dave else {
+        tracing::debug!(guild, "dave: a binary message without DAVE");
+        return;
+    };
+    let result = match data.split_first() {
+        Some((26, key_package)) => dave.on_key_package(key_package),
+        Some((28, commit_welcome)) => dave.on_commit_welcome(commit_welcome),
+        Some((other, _)) => Err(format!("unexpected binary opcode {other}")),
+        None => Err("an empty binary message".into()),
+    };
+    match result {
+        Ok(out) => call.send(out),
+        // What the bot sent is refused (Discord would answer op 31 or drop it), never a panic.
+        Err(e) => tracing::warn!(guild, error = %e, "dave: refused a message from the bot"),
+    }
+}
+
+/// A user's voice state changed in `guild`: DAVE adds them to the bot's call (or removes them).
+pub(crate) fn dave_user_moved(state: &Shared, guild: u64, user: u64, channel: Option<u64>) {
+    let mut calls = lock(&state.voice.calls);
+    let Some(call) = calls.get_mut(&guild) else {
+        return;
+    };
+    let joined = channel.is_some() && channel == call.channel;
+    if let Some(dave) = &mut call.dave {
+        let out = dave.user_moved(user, joined);
+        call.send(out);
+    }
+}
+
+/// Waits until `user` is in the call's DAVE group with no transition under way (they are
+/// added first if they never joined the channel); at once without DAVE.
+async fn dave_member(state: &Shared, guild: u64, user: u64) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut asked = false;
+    loop {
+        {
+            let mut calls = lock(&state.voice.calls);
+            let call = calls
+                .get_mut(&guild)
+                .ok_or_else(|| format!("the bot is not in a voice channel of guild {guild}"))?;
+            let Some(dave) = &mut call.dave else {
+                return Ok(());
+            };
+            if dave.settled_member(user) {
+                return Ok(());
+            }
+            if !asked {
+                asked = true;
+                let out = dave.user_moved(user, true);
+                call.send(out);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("user {user} never got into the call's DAVE group"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What DAVE did in `guild`'s call (`None`: not negotiated).
+pub(crate) fn dave_stats(state: &Shared, guild: u64) -> Option<DaveStats> {
+    lock(&state.voice.calls)
+        .get(&guild)?
+        .dave
+        .as_ref()
+        .map(DaveCall::stats)
+}
+
+/// A client without DAVE joined `guild`'s call: back to transport encryption only.
+pub(crate) fn dave_downgrade(state: &Shared, guild: u64) -> Result<(), String> {
+    let mut calls = lock(&state.voice.calls);
+    let call = calls
+        .get_mut(&guild)
+        .ok_or_else(|| format!("the bot is not in voice in guild {guild}"))?;
+    let dave = call.dave.as_mut().ok_or("DAVE is not in force")?;
+    let out = dave.downgrade()?;
+    call.send(out);
+    Ok(())
+}
+
+/// Whether `user` (in the call, or who left it) can decrypt the bot's latest DAVE frame.
+pub(crate) fn dave_can_read(state: &Shared, guild: u64, user: u64) -> Option<bool> {
+    lock(&state.voice.calls)
+        .get_mut(&guild)?
+        .dave
+        .as_mut()?
+        .can_read_latest(user)
 }
 
 /// Receives the bot's UDP: IP discovery, keepalives, RTP.
@@ -452,6 +654,13 @@ pub(crate) async fn udp_loop(state: Arc<Shared>) {
         if opus == SILENCE {
             continue;
         }
+        let opus = match &mut call.dave {
+            Some(dave) => match dave.bot_frame(opus) {
+                Some(opus) => opus,
+                None => continue,
+            },
+            None => opus,
+        };
         let mut pcm = vec![0i16; FRAME * 2 * 6];
         let Some(decoded) = call
             .decoder
@@ -548,6 +757,7 @@ pub(crate) async fn speak(
     let mut encoder =
         opus2::Encoder::new(48_000, opus2::Channels::Stereo, opus2::Application::Voip)
             .map_err(|e| format!("opus: {e}"))?;
+    dave_member(state, guild, user.id).await?;
     let (stream, addr) = {
         let mut calls = lock(&voice.calls);
         let call = calls
@@ -625,7 +835,11 @@ pub(crate) async fn speak(
                 .as_ref()
                 .ok_or("the bot's voice connection closed")?;
             call.nonce = call.nonce.wrapping_add(1);
-            encrypt(cipher, &header, frame, call.nonce)
+            let nonce = call.nonce;
+            match &mut call.dave {
+                Some(dave) => encrypt(cipher, &header, &dave.user_frame(user.id, frame), nonce),
+                None => encrypt(cipher, &header, frame, nonce),
+            }
         };
         // The bot may be reconnecting: a lost packet is what real networks do too.
         let _ = voice.udp.send_to(&packet, addr).await;

@@ -347,6 +347,22 @@ async fn the_bot_answers_a_question_out_loud() {
         norm(&heard).contains("four"),
         "the bot's audio says {heard:?}"
     );
+    // DAVE was negotiated: the bot joined Ann's MLS group through a welcome, Ann's speech
+    // reached it end-to-end encrypted, and its answer was read only by decrypting it as a member.
+    let dave = bot.sim.dave(GUILD).expect("DAVE negotiated");
+    gateway::note(&format!("DAVE: {dave:?}"));
+    assert_eq!(dave.version, 1, "{dave:?}");
+    assert!(
+        dave.bot_in_group && dave.epoch >= 1 && dave.members == 1,
+        "{dave:?}"
+    );
+    assert!(dave.user_frames_encrypted > 50, "{dave:?}");
+    assert!(dave.bot_frames_decrypted > 50, "{dave:?}");
+    assert_eq!(
+        (dave.bot_frames_plain, dave.bot_frames_refused),
+        (0, 0),
+        "{dave:?}"
+    );
     gateway::note(&format!(
         "end of speech → first bot RTP packet: {:.0} ms",
         first
