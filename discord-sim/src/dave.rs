@@ -104,6 +104,8 @@ pub(crate) struct DaveCall {
     waiting: Option<Waiting>,
     queue: VecDeque<Change>,
     last_bot_frame: Option<Vec<u8>>,
+    /// The end-to-end encrypted frames each user sent, with the epoch (the latest 500).
+    sent: BTreeMap<u64, VecDeque<(u64, Vec<u8>)>>,
     stats: DaveStats,
 }
 
@@ -136,6 +138,7 @@ impl DaveCall {
             waiting: None,
             queue: VecDeque::new(),
             last_bot_frame: None,
+            sent: BTreeMap::new(),
             stats: DaveStats::default(),
         })
     }
@@ -445,10 +448,16 @@ impl DaveCall {
         match self.users.get_mut(&user) {
             Some(s) if s.is_ready() => match s.encrypt_opus(opus) {
                 Ok(frame) => {
-                    if frame.as_ref() != opus {
+                    let frame = frame.into_owned();
+                    if frame != opus {
                         self.stats.user_frames_encrypted += 1;
+                        let sent = self.sent.entry(user).or_default();
+                        if sent.len() >= 500 {
+                            sent.pop_front();
+                        }
+                        sent.push_back((self.epoch, frame.clone()));
                     }
-                    frame.into_owned()
+                    frame
                 }
                 Err(e) => {
                     tracing::warn!(user, error = ?e, "dave: a user's frame did not encrypt");
@@ -487,6 +496,19 @@ impl DaveCall {
                 None
             }
         }
+    }
+
+    /// The frames `user` sent under epochs before the current one.
+    pub(crate) fn stale_frames(&self, user: u64) -> Vec<Vec<u8>> {
+        self.sent
+            .get(&user)
+            .map(|s| {
+                s.iter()
+                    .filter(|(e, _)| *e < self.epoch)
+                    .map(|(_, f)| f.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether `user` (a member, or one who left) can decrypt the bot's latest DAVE frame.

@@ -228,6 +228,12 @@ impl Simulator {
         voice::dave_downgrade(&self.state, guild)
     }
 
+    /// `user` sends again the end-to-end encrypted frames they sent under earlier epochs (a
+    /// replay; a client stuck on an old key): the bot must refuse them. Returns how many.
+    pub async fn dave_replay_stale(&self, guild: u64, user: &User) -> Result<usize, String> {
+        voice::replay_stale(&self.state, guild, user).await
+    }
+
     /// Whether `user` — in the call, or who left it — can decrypt the bot's latest
     /// end-to-end encrypted frame (`None`: no such frame or user).
     pub fn dave_can_read(&self, guild: u64, user: u64) -> Option<bool> {

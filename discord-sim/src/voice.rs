@@ -753,6 +753,34 @@ pub(crate) async fn speak(
     user: &User,
     pcm: &[f32],
 ) -> Result<Spoken, String> {
+    send_speech(state, guild, user, Speech::Pcm(pcm)).await
+}
+
+/// A user sends again, as they are, the end-to-end encrypted frames they sent under earlier
+/// DAVE epochs (a replay, or a client stuck on an old key): returns how many went out.
+pub(crate) async fn replay_stale(state: &Shared, guild: u64, user: &User) -> Result<usize, String> {
+    let frames = lock(&state.voice.calls)
+        .get(&guild)
+        .and_then(|c| c.dave.as_ref())
+        .map(|d| d.stale_frames(user.id))
+        .ok_or("DAVE is not in force")?;
+    let n = frames.len();
+    send_speech(state, guild, user, Speech::Replay(frames)).await?;
+    Ok(n)
+}
+
+/// What a user sends: speech to encode (and encrypt), or frames already on the wire once.
+enum Speech<'a> {
+    Pcm(&'a [f32]),
+    Replay(Vec<Vec<u8>>),
+}
+
+async fn send_speech(
+    state: &Shared,
+    guild: u64,
+    user: &User,
+    speech: Speech<'_>,
+) -> Result<Spoken, String> {
     let voice = &state.voice;
     let mut encoder =
         opus2::Encoder::new(48_000, opus2::Channels::Stereo, opus2::Application::Voip)
@@ -799,7 +827,12 @@ pub(crate) async fn speak(
         mut timestamp,
         ..
     } = stream;
-    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let (pcm, replay) = match speech {
+        Speech::Pcm(pcm) => (pcm, None),
+        Speech::Replay(frames) => (&[][..], Some(frames)),
+    };
+    let fresh = replay.is_none();
+    let mut frames: Vec<Vec<u8>> = replay.unwrap_or_default();
     let mut out = [0u8; 1500];
     for chunk in pcm.chunks(FRAME) {
         let mut stereo = vec![0i16; FRAME * 2];
@@ -837,8 +870,10 @@ pub(crate) async fn speak(
             call.nonce = call.nonce.wrapping_add(1);
             let nonce = call.nonce;
             match &mut call.dave {
-                Some(dave) => encrypt(cipher, &header, &dave.user_frame(user.id, frame), nonce),
-                None => encrypt(cipher, &header, frame, nonce),
+                Some(dave) if fresh => {
+                    encrypt(cipher, &header, &dave.user_frame(user.id, frame), nonce)
+                }
+                _ => encrypt(cipher, &header, frame, nonce),
             }
         };
         // The bot may be reconnecting: a lost packet is what real networks do too.

@@ -117,6 +117,7 @@ impl Bot {
         };
         let sim_config = SimConfig {
             tls: Some(tls),
+            dave: std::env::var("XNODAVE").is_err(),
             ..SimConfig::default()
         };
         let sim = Simulator::start(sim_config.clone()).await.unwrap();
@@ -834,5 +835,103 @@ async fn two_agents_in_one_channel_each_answer_in_their_own_voice() {
     let turn = bot.turn().await;
     assert_eq!(turn.agent, "Jarvis");
     assert!(!turn.reply.addressed, "{turn:?}");
+    bot.stop().await;
+}
+
+/// Waits (up to 20 s) until the call's DAVE state satisfies `done`.
+async fn wait_dave(
+    bot: &Bot,
+    what: &str,
+    done: impl Fn(&voicebot_discord_sim::DaveStats) -> bool,
+) -> voicebot_discord_sim::DaveStats {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dave = bot.sim.dave(GUILD).expect("DAVE negotiated");
+        if done(&dave) {
+            return dave;
+        }
+        assert!(Instant::now() < deadline, "{what}: {dave:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// DAVE end to end with songbird's MLS member: the bot joins Ann's group through a welcome,
+/// commits Bob's arrival and departure itself (a new epoch each), keeps hearing and being
+/// heard through them, refuses frames replayed from an earlier epoch, and what it says after
+/// Bob left, Bob cannot read. When a client without DAVE joins, the call falls back to
+/// transport encryption and the bot still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dave_follows_who_is_in_the_call_and_falls_back_when_a_peer_cannot() {
+    let (ann, bob) = (owner(), guest());
+    let mut bot = Bot::start(&ann, std::slice::from_ref(&bob)).await;
+    bot.invite(&ann).await;
+    let joined = wait_dave(&bot, "the bot welcomed into Ann's group", |d| {
+        d.bot_in_group && d.transitions == 1
+    })
+    .await;
+    assert_eq!((joined.version, joined.epoch, joined.members), (1, 1, 1));
+    let ask = async |bot: &mut Bot, who: &User| {
+        let stopped = bot.say(who, "Jarvis, what is two plus two?", "en-us").await;
+        let turn = bot.turn().await;
+        assert_eq!(turn.speaker, who.id.to_string(), "{turn:?}");
+        assert_eq!(
+            turn.reply.reply.as_deref(),
+            Some("Two plus two is four."),
+            "{turn:?}"
+        );
+        let (_, heard) = bot.heard_answer(stopped).await;
+        assert!(norm(&heard).contains("four"), "the bot said {heard:?}");
+    };
+    ask(&mut bot, &ann).await;
+
+    // Bob comes in mid-conversation: the bot commits his addition.
+    bot.sim.user_voice(GUILD, &bob, Some(LOUNGE)).unwrap();
+    wait_dave(&bot, "Bob added by the bot's commit", |d| {
+        d.members == 2 && d.epoch == 2 && d.transitions == 2
+    })
+    .await;
+    ask(&mut bot, &bob).await;
+
+    // Bob leaves: the bot commits his removal; Ann's frames from the first epoch, sent again,
+    // are refused (no turn comes of them), and she is still heard afterwards.
+    bot.sim.user_voice(GUILD, &bob, None).unwrap();
+    wait_dave(&bot, "Bob removed by the bot's commit", |d| {
+        d.members == 1 && d.epoch == 3 && d.transitions == 3
+    })
+    .await;
+    let replayed = bot.sim.dave_replay_stale(GUILD, &ann).await.unwrap();
+    assert!(replayed > 50, "{replayed} frames replayed");
+    let nothing = tokio::time::timeout(
+        Duration::from_secs(4),
+        bot.next(|e| match e {
+            RoomEvent::Heard { utterance, .. } => Some(utterance.transcript),
+            _ => None,
+        }),
+    )
+    .await;
+    assert!(nothing.is_err(), "a stale frame was heard: {nothing:?}");
+    ask(&mut bot, &ann).await;
+    assert_eq!(
+        bot.sim.dave_can_read(GUILD, bob.id),
+        Some(false),
+        "Bob left: the bot's later audio is not his to read"
+    );
+    let dave = bot.sim.dave(GUILD).unwrap();
+    gateway::note(&format!("DAVE through a join and a leave: {dave:?}"));
+    assert_eq!(
+        (dave.bot_frames_plain, dave.bot_frames_refused),
+        (0, 0),
+        "{dave:?}"
+    );
+
+    // A client that cannot do DAVE joins: back to transport encryption, and still answered.
+    bot.sim.dave_downgrade(GUILD).unwrap();
+    let down = wait_dave(&bot, "the downgrade executed", |d| d.version == 0).await;
+    ask(&mut bot, &ann).await;
+    let after = bot.sim.dave(GUILD).unwrap();
+    assert_eq!(
+        after.bot_frames_decrypted, down.bot_frames_decrypted,
+        "plain frames after the downgrade: {after:?}"
+    );
     bot.stop().await;
 }

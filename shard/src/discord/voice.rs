@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use songbird::driver::{Channels, DecodeConfig, DecodeMode, SampleRate};
+use songbird::driver::DecodeMode;
 use songbird::events::{CoreEvent, Event, EventContext, EventHandler};
 use songbird::input::{Input, RawAdapter};
 use songbird::shards::{Shard as VoiceShard, TwilightMap};
@@ -116,10 +116,9 @@ impl Voices {
             songbird::driver::Scheduler::new(songbird::driver::SchedulerConfig::default());
         let config = Config::default()
             .scheduler(scheduler)
-            .decode_mode(DecodeMode::Decode(DecodeConfig::new(
-                Channels::Mono,
-                SampleRate::Hz16000,
-            )))
+            // The receive side decodes Opus itself (`opus_frame`): songbird's decoder is handed
+            // the rest of a DAVE frame after its Opus.
+            .decode_mode(DecodeMode::Decrypt)
             .gateway_timeout(Some(Duration::from_secs(10)))
             .playout_buffer_length(PLAYOUT_PACKETS);
         Self {
@@ -457,8 +456,46 @@ struct Speakers {
     names: HashMap<u32, String>,
     /// When each SSRC last carried voice.
     last_voice: HashMap<u32, Instant>,
-    /// The frame being converted (reused every 20 ms).
+    /// Each SSRC's Opus decoder (16 kHz mono: the pipeline's rate).
+    decoders: HashMap<u32, opus2::Decoder>,
+    /// The frame being decoded and converted (reused every 20 ms).
+    pcm: Vec<i16>,
     scratch: Vec<f32>,
+}
+
+/// Samples in the largest Opus packet (120 ms) at 16 kHz.
+const MAX_FRAME_16K: usize = 1_920;
+
+/// The Opus frame of a received packet (transport-decrypted, and DAVE-decrypted by songbird
+/// when end-to-end encrypted): the payload after the RTP header extension, without what is
+/// left of a DAVE trailer. songbird 0.6.1 decrypts a DAVE frame in place but hands over the
+/// whole body, so the Opus is followed by the rest of the frame — the DAVE supplemental data,
+/// whose last three bytes are its size and the 0xFAFA marker; decoding that as Opus garbles
+/// the speech ("two plus two" heard as "the plus two").
+fn opus_frame(rtp: &songbird::events::context_data::RtpData) -> Option<&[u8]> {
+    use songbird::packet::rtp::{RtpExtensionPacket, RtpPacket};
+    use songbird::packet::{Packet as _, PacketSize as _};
+    let packet = RtpPacket::new(&rtp.packet)?;
+    let header = rtp.packet.len().checked_sub(packet.payload().len())?;
+    let payload = rtp.packet.get(header..)?;
+    let data = payload.get(rtp.payload_offset..rtp.payload_end_pad)?;
+    let start = if packet.get_extension() == 0 {
+        0
+    } else {
+        RtpExtensionPacket::new(data)?.packet_size()
+    };
+    Some(strip_dave_trailer(data.get(start..)?))
+}
+
+/// A DAVE frame's plaintext length is the frame's less its supplemental data, whose size is the
+/// byte before the 0xFAFA marker (at least 11: an 8-byte tag, a nonce, the size, the marker).
+fn strip_dave_trailer(frame: &[u8]) -> &[u8] {
+    match frame {
+        [.., size, 0xFA, 0xFA] if (11..=frame.len()).contains(&usize::from(*size)) => {
+            &frame[..frame.len() - usize::from(*size)]
+        }
+        _ => frame,
+    }
 }
 
 struct Handler(Arc<Receiver>);
@@ -486,6 +523,7 @@ impl EventHandler for Handler {
                     for s in ssrcs {
                         sp.names.remove(&s);
                         sp.last_voice.remove(&s);
+                        sp.decoders.remove(&s);
                     }
                 }
                 lock(&r.room).leave(&user);
@@ -497,15 +535,40 @@ impl EventHandler for Handler {
                 let Speakers {
                     names,
                     last_voice,
+                    decoders,
+                    pcm,
                     scratch,
                 } = &mut *sp;
                 for (ssrc, data) in &tick.speaking {
-                    let (Some(user), Some(pcm)) = (names.get(ssrc), &data.decoded_voice) else {
+                    let Some(user) = names.get(ssrc) else {
                         continue;
+                    };
+                    let decoder = match decoders.entry(*ssrc) {
+                        std::collections::hash_map::Entry::Occupied(d) => d.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            match opus2::Decoder::new(16_000, opus2::Channels::Mono) {
+                                Ok(d) => v.insert(d),
+                                Err(e) => {
+                                    crate::throttle::peer_warn!(error = %e, "no Opus decoder");
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    // No packet in its slot: the decoder conceals the loss.
+                    let frame = data.packet.as_ref().and_then(opus_frame).unwrap_or(&[]);
+                    pcm.resize(MAX_FRAME_16K, 0);
+                    let n = match decoder.decode(frame, pcm, false) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            // A peer's malformed packet: dropped, like a lost one.
+                            crate::throttle::peer_warn!(error = %e, "an Opus packet did not decode");
+                            continue;
+                        }
                     };
                     last_voice.insert(*ssrc, now);
                     scratch.clear();
-                    scratch.extend(pcm.iter().map(|s| f32::from(*s) / 32_768.0));
+                    scratch.extend(pcm[..n].iter().map(|s| f32::from(*s) / 32_768.0));
                     let _ = room.push(user, scratch);
                 }
                 // Silence for speakers who just stopped, so their turn can end.
@@ -706,5 +769,30 @@ impl songbird::input::core::io::MediaSource for RoomSource {
 impl Drop for RoomSource {
     fn drop(&mut self) {
         self.playing.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_dave_trailer;
+
+    #[test]
+    fn what_is_left_of_a_dave_frame_is_cut_from_its_opus() {
+        let opus = [0x78, 0x01, 0x02, 0x03, 0x04];
+        // Tag (8), a one-byte nonce, the size (12 in all), the marker.
+        let mut frame = opus.to_vec();
+        frame.extend([0xAA; 8]);
+        frame.extend([0x05, 12, 0xFA, 0xFA]);
+        assert_eq!(strip_dave_trailer(&frame), opus);
+        // Plain Opus, and frames whose "size" cannot be a DAVE trailer, stay whole.
+        assert_eq!(strip_dave_trailer(&opus), opus);
+        for bad in [
+            vec![0x78, 0x01, 10, 0xFA, 0xFA],
+            vec![0x78, 0x01, 200, 0xFA, 0xFA],
+            vec![0xFA, 0xFA],
+            vec![],
+        ] {
+            assert_eq!(strip_dave_trailer(&bad), bad.as_slice());
+        }
     }
 }
