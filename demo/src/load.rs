@@ -226,6 +226,11 @@ pub async fn drive(
         }
     }
     let speakers: usize = guilds.iter().map(|g| g.2.len()).sum();
+    // Calls whose voice was end-to-end encrypted (DAVE), and the bot's frames read as a member.
+    let dave: Vec<_> = guilds
+        .iter()
+        .filter_map(|(g, _, _)| sim.dave(*g).filter(|d| d.version > 0))
+        .collect();
     json!({
         "guilds": guilds.len(),
         "speakers": speakers,
@@ -247,6 +252,11 @@ pub async fn drive(
         "rss_mb": {"start": rss_start.round(), "end": rss_mb().round(), "by_minute": rss_by_minute},
         "errors": tally.errors + talker_errors.load(std::sync::atomic::Ordering::Relaxed),
         "wall_s": started.elapsed().as_secs(),
+        "dave": {
+            "guilds": dave.len(),
+            "bot_frames_decrypted": dave.iter().map(|d| d.bot_frames_decrypted).sum::<u64>(),
+            "bot_frames_refused": dave.iter().map(|d| d.bot_frames_refused).sum::<u64>(),
+        },
     })
 }
 

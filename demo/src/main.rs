@@ -107,6 +107,10 @@ struct Args {
     /// listening workers): shows what a cold first turn costs.
     #[arg(long)]
     no_warm_up: bool,
+    /// Voice with transport encryption only: the simulator does not negotiate DAVE (by
+    /// default it does, as Discord requires, and each turn reports `dave_version`/`dave_epoch`).
+    #[arg(long)]
+    no_dave: bool,
     /// Keep the shard's fleet state in this Redis (`redis://host:port`); each turn then
     /// reports the Redis round trips it cost (`redis_round_trips`).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
@@ -251,6 +255,7 @@ async fn session(
     let owner = User::new(1_300_000_000_000_000_001, "alice", false);
     let sim_config = SimConfig {
         tls: Some(tls),
+        dave: !args.no_dave,
         ..SimConfig::default()
     };
     let sim = Arc::new(Simulator::start(sim_config.clone()).await?);
@@ -478,7 +483,7 @@ async fn session(
                 &turn,
                 reply_audio.as_deref(),
                 latency_ms,
-                redis_round_trips,
+                (redis_round_trips, sim.dave(GUILD)),
             );
         }
     }
@@ -631,7 +636,7 @@ fn print_turn(
     t: &TurnRecord,
     reply_audio: Option<&std::path::Path>,
     latency: Option<f64>,
-    redis_round_trips: Option<u64>,
+    (redis_round_trips, dave): (Option<u64>, Option<voicebot_discord_sim::DaveStats>),
 ) {
     if args.json {
         // The room's record of the turn, plus what only the demo measures or knows.
@@ -642,6 +647,9 @@ fn print_turn(
         record["agent"] = json!(agent);
         record["voice"] = json!(voice);
         record["persona_sent"] = json!(persona_sent);
+        // DAVE: 0 = transport encryption only; the epoch of the call's MLS group.
+        record["dave_version"] = json!(dave.map_or(0, |d| d.version));
+        record["dave_epoch"] = json!(dave.map(|d| d.epoch));
         println!("{record}");
         return;
     }
@@ -665,5 +673,12 @@ fn print_turn(
                 .as_ref()
                 .map_or_else(String::new, |e| format!(", {e}"))
         ),
+    }
+    match dave.filter(|d| d.version > 0) {
+        Some(d) => println!(
+            "  voice end-to-end encrypted: DAVE v{}, MLS epoch {}",
+            d.version, d.epoch
+        ),
+        None => println!("  voice: transport encryption only (no DAVE)"),
     }
 }

@@ -45,6 +45,10 @@ fn a_short_load_run_prints_its_summary() {
     assert_eq!(summary["guilds"], 2);
     assert_eq!(summary["speakers"], 4);
     assert_eq!(summary["errors"], 0, "{summary}");
+    // Every call negotiated DAVE; the simulator read the bot's answers only as a member.
+    assert_eq!(summary["dave"]["guilds"], 2, "{summary}");
+    assert!(n(&summary["dave"]["bot_frames_decrypted"]) > 0, "{summary}");
+    assert_eq!(summary["dave"]["bot_frames_refused"], 0, "{summary}");
     // Every utterance is accounted for: heard as a turn, or dropped and counted. (The VAD may
     // split an utterance at a pause or join two that follow closely, so not exactly one each.)
     let offered = n(&summary["offered"]["utterances"]);

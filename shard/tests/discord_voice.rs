@@ -117,7 +117,6 @@ impl Bot {
         };
         let sim_config = SimConfig {
             tls: Some(tls),
-            dave: std::env::var("XNODAVE").is_err(),
             ..SimConfig::default()
         };
         let sim = Simulator::start(sim_config.clone()).await.unwrap();
