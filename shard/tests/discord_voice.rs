@@ -4,8 +4,8 @@
 //! speech over RTP; what the bot sends back over RTP is recorded by the simulator and
 //! transcribed with Whisper.
 //!
-//! DAVE: the simulator negotiates transport encryption only (`dave_protocol_version: 0`);
-//! songbird offers DAVE and would speak it to a server that asks (see the simulator's docs).
+//! DAVE is negotiated in every test here (the simulator's default): the users' speech reaches
+//! the bot end-to-end encrypted and the bot's answers are read by decrypting them as a member.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
