@@ -104,6 +104,8 @@ pub(crate) struct DaveCall {
     waiting: Option<Waiting>,
     queue: VecDeque<Change>,
     last_bot_frame: Option<Vec<u8>>,
+    /// The bot's latest DAVE frame and the epoch it came in.
+    bot_frame_epoch: Option<(u64, Vec<u8>)>,
     /// The end-to-end encrypted frames each user sent, with the epoch (the latest 500).
     sent: BTreeMap<u64, VecDeque<(u64, Vec<u8>)>>,
     stats: DaveStats,
@@ -138,6 +140,7 @@ impl DaveCall {
             waiting: None,
             queue: VecDeque::new(),
             last_bot_frame: None,
+            bot_frame_epoch: None,
             sent: BTreeMap::new(),
             stats: DaveStats::default(),
         })
@@ -479,6 +482,7 @@ impl DaveCall {
             return Some(payload);
         }
         self.last_bot_frame = Some(payload.clone());
+        self.bot_frame_epoch = Some((self.epoch, payload.clone()));
         let bot = self.bot;
         let reader = self.users.values_mut().find(|s| s.is_ready());
         match reader.map(|s| s.decrypt(bot, MediaType::AUDIO, &payload)) {
@@ -496,6 +500,22 @@ impl DaveCall {
                 None
             }
         }
+    }
+
+    /// The bot's latest frame, if it came under an earlier epoch, heard again by the members
+    /// (a replay across a transition): `Some(true)` when they refuse it (counted in
+    /// `bot_frames_refused`), `None` when there is no such frame.
+    pub(crate) fn replay_stale_bot_frame(&mut self) -> Option<bool> {
+        let (epoch, frame) = self.bot_frame_epoch.clone()?;
+        if epoch >= self.epoch || frame.is_empty() {
+            return None;
+        }
+        let refused_before = self.stats.bot_frames_refused;
+        let latest = self.last_bot_frame.clone();
+        let heard = self.bot_frame(frame);
+        self.last_bot_frame = latest;
+        self.bot_frame_epoch = Some((epoch, Vec::new()));
+        Some(heard.is_none() && self.stats.bot_frames_refused > refused_before)
     }
 
     /// The frames `user` sent under epochs before the current one.

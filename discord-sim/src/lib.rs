@@ -234,6 +234,13 @@ impl Simulator {
         voice::replay_stale(&self.state, guild, user).await
     }
 
+    /// The bot's latest end-to-end encrypted frame, sent under an epoch that has since
+    /// ended, is heard again by the call's members: `Some(true)` when they refuse it (and
+    /// count it in [`DaveStats::bot_frames_refused`]); `None` when there is no such frame.
+    pub fn dave_replay_stale_bot_frame(&self, guild: u64) -> Option<bool> {
+        voice::dave_replay_stale_bot_frame(&self.state, guild)
+    }
+
     /// Whether `user` — in the call, or who left it — can decrypt the bot's latest
     /// end-to-end encrypted frame (`None`: no such frame or user).
     pub fn dave_can_read(&self, guild: u64, user: u64) -> Option<bool> {

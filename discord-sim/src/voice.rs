@@ -606,6 +606,15 @@ pub(crate) fn dave_downgrade(state: &Shared, guild: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The bot's latest frame, from an earlier epoch, heard again by the members.
+pub(crate) fn dave_replay_stale_bot_frame(state: &Shared, guild: u64) -> Option<bool> {
+    lock(&state.voice.calls)
+        .get_mut(&guild)?
+        .dave
+        .as_mut()?
+        .replay_stale_bot_frame()
+}
+
 /// Whether `user` (in the call, or who left it) can decrypt the bot's latest DAVE frame.
 pub(crate) fn dave_can_read(state: &Shared, guild: u64, user: u64) -> Option<bool> {
     lock(&state.voice.calls)

@@ -30,6 +30,8 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::engine::{ActiveReply, Conversation, TurnReply};
+/// How the room's records name an agent (`jarvis` → `Jarvis`): what its events say.
+pub use super::names::display_name;
 pub use super::turn::TurnRecord;
 use crate::listen::guard::Rejection;
 use crate::listen::vad::SileroVad;

@@ -401,7 +401,7 @@ fn forward_events(
     // The room's records name an agent by its display name (what the transcript says).
     let ids: Vec<(String, String)> = cast
         .iter()
-        .map(|id| (crate::converse::names::display_name(id), id.clone()))
+        .map(|id| (crate::converse::room::display_name(id), id.clone()))
         .collect();
     let room_agent = cast.first().cloned().unwrap_or_default();
     tokio::spawn(async move {
