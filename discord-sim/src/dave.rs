@@ -227,16 +227,16 @@ impl DaveCall {
         if kp.ciphersuite() != CIPHERSUITE {
             return Err(format!("key package for {:?}", kp.ciphersuite()));
         }
-        ExternalProposal::new_add::<OpenMlsRustCrypto>(
-            kp,
-            self.group_id(),
-            GroupEpoch::from(self.epoch),
-            &self.signer,
-            SenderExtensionIndex::new(0),
+        wire(
+            "add proposal",
+            ExternalProposal::new_add::<OpenMlsRustCrypto>(
+                kp,
+                self.group_id(),
+                GroupEpoch::from(self.epoch),
+                &self.signer,
+                SenderExtensionIndex::new(0),
+            ),
         )
-        .map_err(|e| format!("add proposal: {e:?}"))?
-        .tls_serialize_detached()
-        .map_err(|e| format!("add proposal: {e}"))
     }
 
     fn group_id(&self) -> GroupId {
@@ -330,16 +330,16 @@ impl DaveCall {
                 let Some(leaf) = self.users.get(&u).and_then(DaveSession::own_leaf_index) else {
                     return Ok(None);
                 };
-                let remove = ExternalProposal::new_remove::<OpenMlsRustCrypto>(
-                    leaf,
-                    self.group_id(),
-                    GroupEpoch::from(self.epoch),
-                    &self.signer,
-                    SenderExtensionIndex::new(0),
-                )
-                .map_err(|e| format!("remove proposal: {e:?}"))?
-                .tls_serialize_detached()
-                .map_err(|e| format!("remove proposal: {e}"))?;
+                let remove = wire(
+                    "remove proposal",
+                    ExternalProposal::new_remove::<OpenMlsRustCrypto>(
+                        leaf,
+                        self.group_id(),
+                        GroupEpoch::from(self.epoch),
+                        &self.signer,
+                        SenderExtensionIndex::new(0),
+                    ),
+                )?;
                 (remove, None, None)
             }
         };
@@ -541,6 +541,17 @@ impl DaveCall {
         };
         Some(s.decrypt(bot, MediaType::AUDIO, &frame).is_ok())
     }
+}
+
+/// An MLS message the external sender made, serialised for the wire.
+fn wire<E: std::fmt::Debug>(
+    what: &str,
+    message: Result<openmls::prelude::MlsMessageOut, E>,
+) -> Result<Vec<u8>, String> {
+    message
+        .map_err(|e| format!("{what}: {e:?}"))?
+        .tls_serialize_detached()
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 /// Proposals as op 27 carries them: one TLS vector of concatenated MLS messages.

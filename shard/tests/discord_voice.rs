@@ -254,10 +254,10 @@ impl Bot {
         next_in(&mut self.events, pick).await
     }
 
-    /// What the bot said after `after`, transcribed.
-    async fn heard_answer(&self, after: Instant) -> (Instant, String) {
-        let (first, pcm) = self
-            .sim
+    /// What the bot said after `after` (once it was quiet for 800 ms): its first packet and the
+    /// audio, 48 kHz.
+    async fn answer_audio(&self, after: Instant) -> (Instant, Vec<f32>) {
+        self.sim
             .wait_bot_answer(
                 GUILD,
                 after,
@@ -265,7 +265,12 @@ impl Bot {
                 Duration::from_secs(30),
             )
             .await
-            .expect("the bot sent no audio");
+            .expect("the bot sent no audio")
+    }
+
+    /// What the bot said after `after`, transcribed.
+    async fn heard_answer(&self, after: Instant) -> (Instant, String) {
+        let (first, pcm) = self.answer_audio(after).await;
         (first, common::transcribe(&pcm, BotAudio::SAMPLE_RATE))
     }
 
@@ -736,16 +741,7 @@ async fn two_agents_in_one_channel_each_answer_in_their_own_voice() {
             "{text:?} heard as {:?}: {turn:?}",
             turn.utterance.transcript
         );
-        let (_, audio) = bot
-            .sim
-            .wait_bot_answer(
-                GUILD,
-                stopped,
-                Duration::from_millis(800),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("the bot sent no audio");
+        let (_, audio) = bot.answer_audio(stopped).await;
         let heard = common::transcribe(&audio, BotAudio::SAMPLE_RATE);
         assert!(
             norm(&heard).contains("four"),
@@ -794,15 +790,7 @@ async fn two_agents_in_one_channel_each_answer_in_their_own_voice() {
         "{first:?}\n{second:?}"
     );
     assert!(first.reply.reply.is_some() && second.reply.reply.is_some());
-    bot.sim
-        .wait_bot_answer(
-            GUILD,
-            stopped,
-            Duration::from_millis(800),
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("the bot sent no audio");
+    bot.answer_audio(stopped).await;
     let (jarvis, sage) = split_at_longest_pause(&bot.sim.bot_audio(GUILD), stopped);
     for (who, audio, low) in [("jarvis", &jarvis, true), ("sage", &sage, false)] {
         let heard = common::transcribe(audio, BotAudio::SAMPLE_RATE);
