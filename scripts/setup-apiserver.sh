@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds a real kube-apiserver (and installs etcd) for the operator's integration test, offline
 # but for the Debian archive: no registry ships a kube-apiserver binary, but Debian's source
-# package `kubernetes` (1.20) builds one with Debian's Go. Idempotent; the binary is cached in
+# package `kubernetes` (1.20) builds one with Debian's Go. Idempotent; the binaries are cached in
 # .cache/k8s/bin. Called by scripts/setup.sh (skip with SETUP_SKIP_APISERVER=1).
+#
+# K8S_BINARIES="kube-apiserver kubelet kube-proxy kube-scheduler kube-controller-manager" builds
+# those instead (scripts/setup-k8s-node.sh does, for the single-node end-to-end run).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 k8s_dir="$root/.cache/k8s"
@@ -13,8 +16,11 @@ elapsed() { local s=$(($(date +%s) - SETUP_T0)); printf '%dm%02ds' $((s / 60)) $
 say() { printf '\033[1;34m[setup %s]\033[0m %s\n' "$(elapsed)" "$*" >&2; }
 die() { printf '\033[1;31m[setup %s] error:\033[0m %s\n' "$(elapsed)" "$*" >&2; exit 1; }
 
-if [[ -x "$bin/kube-apiserver" ]] && command -v etcd >/dev/null; then
-  say "kube-apiserver $("$bin/kube-apiserver" --version 2>/dev/null | awk '{print $2}') and etcd present"
+wanted=(${K8S_BINARIES:-kube-apiserver})
+missing=()
+for b in "${wanted[@]}"; do [[ -x "$bin/$b" ]] || missing+=("$b"); done
+if [[ ${#missing[@]} -eq 0 ]] && command -v etcd >/dev/null; then
+  say "${wanted[*]} $("$bin/${wanted[0]}" --version 2>/dev/null | awk '{print $2}') and etcd present"
   exit 0
 fi
 
@@ -52,12 +58,27 @@ if [[ -d /usr/share/gocode/src/github.com/modern-go/reflect2 && ! -f "$vendored/
   cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 "$vendored"
   touch "$vendored/.debian"
 fi
-say "building kube-apiserver (a few minutes on 2 cores)"
-(cd "$tree" && GOPATH="$tree/.go" CGO_ENABLED=0 GOPROXY=off \
-   make WHAT=cmd/kube-apiserver >/dev/null)
-built="$(find "$tree/_output" -type f -name kube-apiserver | head -n1)"
-[[ -x "$built" ]] || die "kube-apiserver did not build"
 mkdir -p "$bin"
-cp "$built" "$bin/kube-apiserver.partial" && mv "$bin/kube-apiserver.partial" "$bin/kube-apiserver"
+# The pod sandbox's `pause` is C: built static, as upstream's image holds it.
+go_missing=()
+for b in "${missing[@]}"; do
+  if [[ $b == pause ]]; then
+    gcc -Os -Wall -Werror -static -DVERSION=v3.4-voicebot -o "$bin/pause.partial" \
+      "$tree/build/pause/linux/pause.c" && strip "$bin/pause.partial" \
+      && mv "$bin/pause.partial" "$bin/pause" || die "pause did not build"
+    say "pause $("$bin/pause" -v 2>&1) built"
+  else
+    go_missing+=("$b")
+  fi
+done
+missing=(${go_missing[@]+"${go_missing[@]}"})
+[[ ${#missing[@]} -gt 0 ]] && say "building ${missing[*]} (a few minutes each on 2 cores)" \
+  && (cd "$tree" && GOPATH="$tree/.go" CGO_ENABLED=0 GOPROXY=off \
+        make WHAT="${missing[*]/#/cmd/}" >/dev/null)
+for b in ${missing[@]+"${missing[@]}"}; do
+  built="$(find "$tree/_output" -type f -name "$b" | head -n1)"
+  [[ -x "$built" ]] || die "$b did not build"
+  cp "$built" "$bin/$b.partial" && mv "$bin/$b.partial" "$bin/$b"
+  say "$b $("$bin/$b" --version | awk '{print $2}') built"
+done
 rm -rf "$src"
-say "kube-apiserver $("$bin/kube-apiserver" --version | awk '{print $2}') built"
