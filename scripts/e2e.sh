@@ -22,7 +22,11 @@ die() { printf '\033[1;31m[e2e] error:\033[0m %s\n' "$*" >&2; exit 1; }
 
 "$root/scripts/setup-k8s-node.sh"
 state="$root/.cache/e2e"
-rm -rf "$state" && mkdir -p "$state"
+rm -rf "$state" && mkdir -p "$state/images"
+say "release build of the binaries the image holds"
+cargo build --release --locked -p voicebot-shard -p voicebot-operator -p voicebot-models
+"$root/scripts/e2e/image.sh" "$root" "$state/images/voicebot.tar"
+say "image voicebot:0.1.0: $(du -m "$state/images/voicebot.tar" | cut -f1) MB"
 ns="voicebot-e2e-$$"
 
 # The kubelet sets these machine-wide (they are not per network namespace): put them back.

@@ -168,8 +168,8 @@ cp "$bin/pause" "$C/images/pause/pause"
 python3 "$root/scripts/e2e/mkimage.py" "$C/images/pause" "$C/images/pause.tar" \
   e2e.local/pause:3.4 --entrypoint '["/pause"]' >/dev/null
 ctr --address "$sock" -n k8s.io images import --platform linux/amd64 "$C/images/pause.tar" >/dev/null
-ctr --address "$sock" -n k8s.io images ls -q | grep -q 'e2e.local/pause:3.4' \
-  || die "the pause image was not imported"
+imported() { [[ $(ctr --address "$sock" -n k8s.io images ls -q) == *"$1"* ]]; }
+imported e2e.local/pause:3.4 || die "the pause image was not imported"
 
 say "kubelet and kube-proxy"
 echo "nameserver $node_ip" >"$C/resolv.conf"
@@ -220,5 +220,48 @@ until_ok 120 kubectl wait --for=condition=Ready pod/hello --timeout 5s \
 ip=$(kubectl get pod hello -o jsonpath='{.status.podIP}')
 check_sealed
 say "pod hello Running on the bridge at $ip"
-kubectl get nodes,pods -o wide >&2
+kubectl delete pod hello --wait=false >/dev/null
+
+say "the project's image (voicebot:0.1.0, assembled without Docker) imported"
+ctr --address "$sock" -n k8s.io images import --platform linux/amd64 "$C/images/voicebot.tar" >/dev/null
+imported voicebot:0.1.0 || die "voicebot:0.1.0 was not imported"
+
+say "helm install: the CRD, the operator and its RBAC"
+helm install voicebot "$root/charts/voicebot" --namespace voicebot --create-namespace \
+  --wait --timeout 3m >"$C/logs/helm.log" 2>&1 || die "helm install: $(tail -n 20 "$C/logs/helm.log")"
+until_ok 120 kubectl -n voicebot wait --for=condition=Available deploy --all --timeout 5s \
+  || die "the operator is not Ready: $(kubectl -n voicebot describe pods 2>&1 | tail -n 20)"
+say "operator Ready (it reached the API through the kubernetes Service: kube-proxy's rules)"
+
+say "kubectl apply: a VoiceBot, its Secrets"
+kubectl -n voicebot create secret generic discord-bot --from-literal=token=e2e-not-a-real-token >/dev/null
+kubectl -n voicebot create secret generic openclaw --from-literal=token=e2e-gateway-token >/dev/null
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: voicebot.dev/v1alpha1
+kind: VoiceBot
+metadata: {name: jarvis, namespace: voicebot}
+spec:
+  discord:
+    applicationId: "1100000000000000001"
+    tokenSecret: {name: discord-bot, key: token}
+  shards: {count: 1, perPod: 1}
+  image: voicebot:0.1.0
+  imagePullPolicy: IfNotPresent
+  resources: {cpu: 500m, memory: 2Gi}
+  modelStore: {source: volume, hostPath: "$root/.cache/models"}
+  agents: [{name: jarvis}]
+  # Nothing listens there yet: the pod runs in its degraded mode (state in memory).
+  redis: {url: "redis://$node_ip:6379"}
+  gateway:
+    url: ws://$node_ip:18789
+    tokenSecret: {name: openclaw, key: token}
+YAML
+until_ok 120 kubectl -n voicebot get pod jarvis-shard-0 \
+  || die "the operator made no shard pod: $(kubectl -n voicebot logs deploy/voicebot-operator 2>&1 | tail -n 20)"
+until_ok 180 sh -c "kubectl -n voicebot get pod jarvis-shard-0 -o jsonpath='{.status.containerStatuses[0].state.running}' | grep -q startedAt" \
+  || die "the shard pod did not start: $(kubectl -n voicebot describe pod jarvis-shard-0 2>&1 | tail -n 25)"
+say "shard pod jarvis-shard-0 Running (its image, the models from the node, the chart's security context)"
+kubectl get nodes,pods -A -o wide >&2
+kubectl -n voicebot get voicebot jarvis -o jsonpath='{.status}' >&2; echo >&2
+kubectl -n voicebot logs jarvis-shard-0 2>&1 | tail -n 15 >&2
 say "done"
