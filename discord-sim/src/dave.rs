@@ -103,9 +103,8 @@ pub(crate) struct DaveCall {
     next_transition: u16,
     waiting: Option<Waiting>,
     queue: VecDeque<Change>,
-    last_bot_frame: Option<Vec<u8>>,
     /// The bot's latest DAVE frame and the epoch it came in.
-    bot_frame_epoch: Option<(u64, Vec<u8>)>,
+    last_bot_frame: Option<(u64, Vec<u8>)>,
     /// The end-to-end encrypted frames each user sent, with the epoch (the latest 500).
     sent: BTreeMap<u64, VecDeque<(u64, Vec<u8>)>>,
     stats: DaveStats,
@@ -140,7 +139,6 @@ impl DaveCall {
             waiting: None,
             queue: VecDeque::new(),
             last_bot_frame: None,
-            bot_frame_epoch: None,
             sent: BTreeMap::new(),
             stats: DaveStats::default(),
         })
@@ -474,18 +472,22 @@ impl DaveCall {
     /// The bot's frame (after transport decryption) as a member hears it: the Opus inside a
     /// DAVE frame, or a plain frame. `None`: no member could read it.
     pub(crate) fn bot_frame(&mut self, payload: Vec<u8>) -> Option<Vec<u8>> {
-        let protected = payload.len() >= 11 && payload.ends_with(&MAGIC);
-        if !protected {
+        if !is_dave_frame(&payload) {
             if self.version != 0 && self.bot_in_group && self.epoch > 0 {
                 self.stats.bot_frames_plain += 1;
             }
             return Some(payload);
         }
-        self.last_bot_frame = Some(payload.clone());
-        self.bot_frame_epoch = Some((self.epoch, payload.clone()));
+        let opus = self.read_bot_frame(&payload);
+        self.last_bot_frame = Some((self.epoch, payload));
+        opus
+    }
+
+    /// A member decrypts one of the bot's DAVE frames (counted either way).
+    fn read_bot_frame(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
         let bot = self.bot;
         let reader = self.users.values_mut().find(|s| s.is_ready());
-        match reader.map(|s| s.decrypt(bot, MediaType::AUDIO, &payload)) {
+        match reader.map(|s| s.decrypt(bot, MediaType::AUDIO, payload)) {
             Some(Ok(opus)) => {
                 self.stats.bot_frames_decrypted += 1;
                 Some(opus)
@@ -506,15 +508,12 @@ impl DaveCall {
     /// (a replay across a transition): `Some(true)` when they refuse it (counted in
     /// `bot_frames_refused`), `None` when there is no such frame.
     pub(crate) fn replay_stale_bot_frame(&mut self) -> Option<bool> {
-        let (epoch, frame) = self.bot_frame_epoch.clone()?;
-        if epoch >= self.epoch || frame.is_empty() {
+        let (epoch, frame) = self.last_bot_frame.clone()?;
+        if epoch >= self.epoch {
             return None;
         }
         let refused_before = self.stats.bot_frames_refused;
-        let latest = self.last_bot_frame.clone();
-        let heard = self.bot_frame(frame);
-        self.last_bot_frame = latest;
-        self.bot_frame_epoch = Some((epoch, Vec::new()));
+        let heard = self.read_bot_frame(&frame);
         Some(heard.is_none() && self.stats.bot_frames_refused > refused_before)
     }
 
@@ -533,7 +532,7 @@ impl DaveCall {
 
     /// Whether `user` (a member, or one who left) can decrypt the bot's latest DAVE frame.
     pub(crate) fn can_read_latest(&mut self, user: u64) -> Option<bool> {
-        let frame = self.last_bot_frame.clone()?;
+        let (_, frame) = self.last_bot_frame.clone()?;
         let bot = self.bot;
         let s = match self.users.get_mut(&user) {
             Some(s) => s,

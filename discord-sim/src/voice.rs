@@ -448,18 +448,11 @@ where
                     "dave_protocol_version": version,
                 });
                 let _ = tx.send(WsOut::Text(op(4, description)));
-                if let Some(dave) = &mut call.dave {
-                    match dave.start(&users) {
-                        Ok(out) => {
-                            for o in out {
-                                let _ = tx.send(match o {
-                                    Out::Json(code, d) => WsOut::Text(op(code, d)),
-                                    Out::Binary(b) => WsOut::Binary(b),
-                                });
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "dave: the call's group"),
-                    }
+                // `call.ws` is this connection's sender (set at identify).
+                match call.dave.as_mut().map(|dave| dave.start(&users)) {
+                    Some(Ok(out)) => call.send(out),
+                    Some(Err(e)) => tracing::warn!(error = %e, "dave: the call's group"),
+                    None => {}
                 }
             }
             // DAVE: ready for a transition; a commit or welcome the bot could not process.

@@ -139,10 +139,18 @@ pub enum CommandError {
 
 fn labels(needs: &[Permission]) -> String {
     let names: Vec<&str> = needs.iter().map(|p| p.label()).collect();
-    match names.as_slice() {
+    and_list(&names)
+}
+
+/// "a", "a and b", "a, b and c" (for the answers users read).
+pub(crate) fn and_list<S: AsRef<str>>(names: &[S]) -> String {
+    match names {
         [] => String::new(),
-        [one] => (*one).to_string(),
-        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+        [one] => one.as_ref().to_string(),
+        [rest @ .., last] => {
+            let rest: Vec<&str> = rest.iter().map(AsRef::as_ref).collect();
+            format!("{} and {}", rest.join(", "), last.as_ref())
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::state::{MAX_CAST, Sensitivity};
 
-use super::commands::SlashCommand;
+use super::commands::{SlashCommand, and_list as list};
 
 pub use crate::state::GuildSettings;
 
@@ -338,15 +338,6 @@ fn cast_of(settings: &GuildSettings) -> Vec<String> {
         .chain(&settings.guests)
         .cloned()
         .collect()
-}
-
-/// "a", "a and b", "a, b and c".
-fn list(names: &[String]) -> String {
-    match names {
-        [] => String::new(),
-        [one] => one.clone(),
-        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
-    }
 }
 
 #[cfg(test)]
