@@ -8,8 +8,12 @@
 # mount namespace (nsenter + unshare, not `ip netns exec`, which remounts /sys without the
 # cgroup tree): killing its first process ends them all and unmounts what they mounted.
 #
-# This step: the cluster comes up, the node turns Ready and a pod runs from a locally built
-# image (no registry). Next: the project's images, `helm install`, a VoiceBot answered.
+# The scenario: the node turns Ready and a pod runs from a locally built image (no registry);
+# `helm install` (operator, CRD, Redis); `kubectl apply` of examples/voicebot.yaml (adapted to
+# this machine: no GPU, one shard, Discord = the project's simulator on the node address, the
+# OpenClaw gateway beside it); the shard pod Ready; a simulated user's question answered over
+# RTP (DAVE); `shards.count` 1 → 2, no guild owned twice, answered again in both shards;
+# `kubectl delete voicebot`: the finalizer empties Redis, the children are collected.
 #
 #   sudo scripts/e2e.sh            (root: namespaces, mounts, cgroups)
 # Research and the reasons for each flag: docs/e2e-kubernetes-plan.md.
@@ -20,13 +24,22 @@ say() { printf '\033[1;34m[e2e %3ss]\033[0m %s\n' "$(($(date +%s) - t0))" "$*" >
 die() { printf '\033[1;31m[e2e] error:\033[0m %s\n' "$*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "run as root: it makes network, PID and mount namespaces and cgroups"
 
+"$root/scripts/setup.sh"
 "$root/scripts/setup-k8s-node.sh"
 state="$root/.cache/e2e"
 rm -rf "$state" && mkdir -p "$state/images"
-say "release build of the binaries the image holds"
-cargo build --release --locked -p voicebot-shard -p voicebot-operator -p voicebot-models
-"$root/scripts/e2e/image.sh" "$root" "$state/images/voicebot.tar"
-say "image voicebot:0.1.0: $(du -m "$state/images/voicebot.tar" | cut -f1) MB"
+say "release build of the binaries the image holds, and of the simulator (voicebot-sim)"
+cargo build --release --locked -p voicebot-shard -p voicebot-operator -p voicebot-models \
+  -p voicebot-demo
+# The voice server's certificate, for the node address; the image trusts it.
+"$root/target/release/voicebot-sim" cert --dir "$state/sim-tls" --host 10.77.0.1 >/dev/null
+"$root/scripts/e2e/image.sh" "$root" "$state/images/voicebot.tar" "$state/sim-tls/cert.pem"
+"$root/scripts/e2e/redis-image.sh" "$root" "$state/images/redis.tar" e2e.local/redis:7.0
+say "images: voicebot:0.1.0 $(du -m "$state/images/voicebot.tar" | cut -f1) MB, e2e.local/redis:7.0 $(du -m "$state/images/redis.tar" | cut -f1) MB"
+# What the simulated users say (as scripts/demo.sh makes it): 48 kHz stereo, as Discord clients send.
+espeak-ng -v en-us -s 160 -w "$state/q.wav" "Jarvis, what is two plus two?"
+sox -n -r 22050 -c 1 "$state/gap.wav" trim 0 0.5
+sox "$state/gap.wav" "$state/q.wav" "$state/gap.wav" -r 48000 -c 2 "$state/question.wav"
 ns="voicebot-e2e-$$"
 
 # The kubelet sets these machine-wide (they are not per network namespace): put them back.

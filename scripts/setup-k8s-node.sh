@@ -2,7 +2,8 @@
 # What scripts/e2e.sh needs beyond scripts/setup.sh: a single-node Kubernetes 1.20 built from
 # Debian's `kubernetes` source package (kubelet, kube-proxy, kube-scheduler,
 # kube-controller-manager beside the apiserver, and the sandbox's `pause`), and the container
-# runtime from Debian's archive (containerd 1.6, runc, the CNI plugins, iptables, conntrack).
+# runtime from Debian's archive (containerd 1.6, runc, the CNI plugins, iptables, conntrack)
+# and dnsmasq (the cluster DNS: service names only, nothing forwarded out).
 # Idempotent; the binaries are cached in .cache/k8s/bin. Nothing is started: the packages'
 # services are systemd units, and this machine runs no systemd.
 set -euo pipefail
@@ -14,6 +15,8 @@ command -v runc >/dev/null || need+=(runc)
 [[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
 command -v iptables >/dev/null || need+=(iptables)
 command -v conntrack >/dev/null || need+=(conntrack)
+# The cluster's DNS (service names), answered from a hosts directory e2e.sh keeps current.
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 if [[ ${#need[@]} -gt 0 ]]; then
   printf '\033[1;34m[setup-k8s-node]\033[0m installing %s\n' "${need[*]}" >&2
   $sudo apt-get update -qq

@@ -21,6 +21,8 @@ pub struct Field {
 
 const RENDER_STS: &str =
     "operator/src/render.rs::the_stateful_set_carries_the_sharding_the_secrets_and_the_gpu";
+const RENDER_PROXIES: &str =
+    "operator/src/render.rs::discord_proxies_reach_the_pods_only_when_the_voicebot_names_them";
 const RENDER_POD: &str =
     "operator/src/render.rs::image_resources_metrics_and_the_tts_key_reach_the_pod";
 const RENDER_MODELS: &str =
@@ -53,6 +55,20 @@ pub const FIELDS: &[Field] = &[
         path: "discord.tokenSecret",
         effect: "`DISCORD_TOKEN` from the Secret (a reference, never the value); the pod's gateway login",
         tests: &[RENDER_STS, RUN],
+    },
+    Field {
+        path: "discord.apiProxy",
+        effect: "`DISCORD_API_PROXY`: the pod's REST calls go to this `host:port` over plain HTTP (a twilight-http-proxy; the simulator in `scripts/e2e.sh`) instead of discord.com",
+        tests: &[RENDER_PROXIES, RUN],
+    },
+    Field {
+        path: "discord.gatewayUrl",
+        effect: "`DISCORD_GATEWAY_URL`: the shards connect here instead of Discord's gateway; a resume URL from Redis may point only here or at Discord",
+        tests: &[
+            RENDER_PROXIES,
+            RUN,
+            "shard/src/discord/hosts.rs::the_configured_gateway_is_allowed_exactly",
+        ],
     },
     Field {
         path: "shards.count",

@@ -119,6 +119,19 @@ pub struct DiscordSpec {
     pub application_id: String,
     /// The Secret key holding the bot token.
     pub token_secret: SecretKeyRef,
+    /// A REST proxy the pods send Discord's API calls to instead of discord.com, `host:port`,
+    /// plain HTTP inside the cluster (a twilight-http-proxy that keeps the whole fleet's rate
+    /// limits in one place; the project's Discord simulator in the end-to-end test). It sees the
+    /// bot token: run it next to the pods, behind a NetworkPolicy. Default: discord.com.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9.-]+:[0-9]{1,5}$"))]
+    pub api_proxy: Option<String>,
+    /// A gateway the shards connect to instead of Discord's (`ws://` or `wss://`; a gateway
+    /// proxy, or the simulator). A resume URL read back from Redis may point only here or at
+    /// Discord. Default: Discord's gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^wss?://[^\s/?#]+(/[^\s?#]*)?$"))]
+    pub gateway_url: Option<String>,
 }
 
 /// Sharding.

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::state::{Guild, SimEvent, User, lock};
+use crate::state::{DoubleOwner, Guild, SimEvent, User, lock};
 use crate::state::{Out, Session, Shared};
 
 /// An abrupt close with a resumable code, as after a network failure.
@@ -36,7 +36,7 @@ fn frame(t: Option<&str>, s: Option<u64>, op: u8, d: Value) -> String {
     )
 }
 
-fn shard_of(guild: u64, shards: u32) -> u32 {
+pub(crate) fn shard_of(guild: u64, shards: u32) -> u32 {
     ((guild >> 22) % u64::from(shards.max(1))) as u32
 }
 
@@ -191,6 +191,27 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
                     at_ms: state.at_ms(),
                 });
                 let id = format!("sim-session-{}", state.id());
+                let mut inner = lock(&state.inner);
+                let mut doubles = Vec::new();
+                for g in inner.guilds.keys() {
+                    if shard_of(*g, shard[1]) != shard[0] {
+                        continue;
+                    }
+                    for s in inner.sessions.values() {
+                        if s.tx.is_some() && shard_of(*g, s.shard[1]) == s.shard[0] {
+                            doubles.push(DoubleOwner {
+                                guild: *g,
+                                connected: s.shard,
+                                identified: shard,
+                            });
+                        }
+                    }
+                }
+                if !doubles.is_empty() {
+                    tracing::warn!(?doubles, "a guild owned by two connected sessions");
+                }
+                inner.double_owners.extend(doubles);
+                drop(inner);
                 lock(&state.inner).sessions.insert(
                     id.clone(),
                     Session {

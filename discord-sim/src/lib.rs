@@ -24,7 +24,7 @@ mod state;
 mod voice;
 
 pub use dave::{DaveStats, is_dave_frame};
-pub use state::{EVERYONE, Guild, SimConfig, SimEvent, User};
+pub use state::{DoubleOwner, EVERYONE, Guild, SimConfig, SimEvent, User};
 pub use voice::{BotAudio, Spoken, TlsIdentity, from_16k};
 
 use std::net::SocketAddr;
@@ -54,11 +54,13 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Starts the REST, gateway and voice servers on free loopback ports.
+    /// Starts the REST, gateway and voice servers on `config.host` (free ports unless
+    /// `config.ports` names them).
     pub async fn start(config: SimConfig) -> Result<Self, Error> {
-        let http_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let gateway_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let (voice, voice_listener) = voice::VoiceServer::bind().await?;
+        let http_listener = TcpListener::bind((config.host, config.ports[0])).await?;
+        let gateway_listener = TcpListener::bind((config.host, config.ports[1])).await?;
+        let (voice, voice_listener) =
+            voice::VoiceServer::bind(config.host, config.ports[2]).await?;
         let http = http_listener.local_addr()?;
         let gateway = gateway_listener.local_addr()?;
         let tls = match &config.tls {
@@ -80,17 +82,17 @@ impl Simulator {
         })
     }
 
-    /// For twilight-http's `ClientBuilder::proxy(addr, true)`: `127.0.0.1:PORT`.
+    /// For twilight-http's `ClientBuilder::proxy(addr, true)`: `HOST:PORT`.
     pub fn http_proxy(&self) -> String {
         self.http.to_string()
     }
 
-    /// The REST base URL (`http://127.0.0.1:PORT/api/v10`).
+    /// The REST base URL (`http://HOST:PORT/api/v10`).
     pub fn api_url(&self) -> String {
         format!("http://{}/api/v10", self.http)
     }
 
-    /// For twilight-gateway's `ConfigBuilder::proxy_url`: `ws://127.0.0.1:PORT`.
+    /// For twilight-gateway's `ConfigBuilder::proxy_url`: `ws://HOST:PORT`.
     pub fn gateway_url(&self) -> String {
         format!("ws://{}", self.gateway)
     }
@@ -245,6 +247,29 @@ impl Simulator {
     /// end-to-end encrypted frame (`None`: no such frame or user).
     pub fn dave_can_read(&self, guild: u64, user: u64) -> Option<bool> {
         voice::dave_can_read(&self.state, guild, user)
+    }
+
+    /// The connected gateway sessions, `[shard, total]` each (sorted).
+    pub fn connected_shards(&self) -> Vec<[u32; 2]> {
+        let mut shards: Vec<[u32; 2]> = state::lock(&self.state.inner)
+            .sessions
+            .values()
+            .filter(|s| s.tx.is_some())
+            .map(|s| s.shard)
+            .collect();
+        shards.sort_unstable();
+        shards
+    }
+
+    /// Every time an IDENTIFY made a guild owned by two connected sessions (empty when no two
+    /// shards, pods or shard counts ever overlapped).
+    pub fn double_owners(&self) -> Vec<DoubleOwner> {
+        state::lock(&self.state.inner).double_owners.clone()
+    }
+
+    /// The shard of `total` that owns `guild` (Discord's rule: `(guild >> 22) % total`).
+    pub fn shard_of(guild: u64, total: u32) -> u32 {
+        gateway::shard_of(guild, total)
     }
 
     /// The voice server's `host:port` (as sent in VOICE_SERVER_UPDATE).

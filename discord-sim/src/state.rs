@@ -33,6 +33,12 @@ pub struct SimConfig {
     /// Negotiate DAVE (end-to-end encrypted voice, version 1) with a bot that offers it, as
     /// Discord requires; `false`: transport encryption only (`dave_protocol_version: 0`).
     pub dave: bool,
+    /// The address every server binds (REST, gateway, voice WebSocket and UDP): loopback for
+    /// tests in one process; an address of a network namespace the test made when the bot runs
+    /// elsewhere (a pod). The voice endpoint names it (`localhost` for loopback).
+    pub host: std::net::IpAddr,
+    /// Ports of the REST API, the gateway and the voice server (WebSocket and UDP); 0: any free.
+    pub ports: [u16; 3],
 }
 
 impl Default for SimConfig {
@@ -46,6 +52,8 @@ impl Default for SimConfig {
             token: "sim-bot-token".into(),
             tls: None,
             dave: true,
+            host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            ports: [0; 3],
         }
     }
 }
@@ -253,6 +261,20 @@ pub(crate) struct Inner {
     /// Rate limits to play: (REST path prefix under `/api/v10`, requests still refused,
     /// `retry_after` in seconds).
     pub rate_limits: Vec<(String, u32, f64)>,
+    /// IDENTIFYs that made a guild owned by two connected sessions at once (two pods claiming
+    /// one shard, or an old and a new shard count overlapping during a reshard).
+    pub double_owners: Vec<DoubleOwner>,
+}
+
+/// A guild that two connected sessions owned at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoubleOwner {
+    /// The guild.
+    pub guild: u64,
+    /// The session already connected, `[shard, total]`.
+    pub connected: [u32; 2],
+    /// The session that identified, `[shard, total]`.
+    pub identified: [u32; 2],
 }
 
 pub(crate) struct Shared {
@@ -278,6 +300,7 @@ impl Shared {
                 interactions: HashMap::new(),
                 commands: HashMap::new(),
                 rate_limits: Vec::new(),
+                double_owners: Vec::new(),
             }),
             events: broadcast::channel(1024).0,
             voice,

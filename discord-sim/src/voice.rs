@@ -50,14 +50,17 @@ const FRAME: usize = 960;
 const RTP_HEADER: usize = 12;
 const TAG: usize = 16;
 
-/// A self-signed certificate for `localhost`: the voice WebSocket's identity.
+/// A self-signed certificate for `localhost` (or the names given): the voice WebSocket's
+/// identity.
 ///
 /// Tests and the demo generate it before anything reads `SSL_CERT_FILE`.
 ///
 /// songbird connects to `wss://{endpoint}` and trusts the platform's roots, which include the
-/// file named by `SSL_CERT_FILE`: write [`TlsIdentity::cert_pem`] there before the bot connects.
+/// file named by `SSL_CERT_FILE`: write [`TlsIdentity::cert_pem`] there before the bot connects
+/// (a pod: add it to the image's CA bundle).
 pub struct TlsIdentity {
     cert_pem: String,
+    key_pem: String,
     acceptor: TlsAcceptor,
 }
 
@@ -68,12 +71,24 @@ impl std::fmt::Debug for TlsIdentity {
 }
 
 impl TlsIdentity {
-    /// A fresh key and certificate.
+    /// A fresh key and certificate for `localhost`.
     pub fn generate() -> Result<Self, String> {
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        Self::generate_for(&["localhost".to_string()])
+    }
+
+    /// A fresh key and certificate for `names` (host names or IP addresses).
+    pub fn generate_for(names: &[String]) -> Result<Self, String> {
+        let ck = rcgen::generate_simple_self_signed(names.to_vec())
             .map_err(|e| format!("certificate: {e}"))?;
-        let cert = ck.cert.der().clone();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+        Self::from_pem(&ck.cert.pem(), &ck.signing_key.serialize_pem())
+    }
+
+    /// The identity written earlier ([`TlsIdentity::cert_pem`], [`TlsIdentity::key_pem`]).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        use rustls::pki_types::pem::PemObject as _;
+        let cert = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| format!("certificate: {e}"))?;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| format!("key: {e}"))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -83,7 +98,8 @@ impl TlsIdentity {
             .with_single_cert(vec![cert], key)
             .map_err(|e| format!("tls: {e}"))?;
         Ok(Self {
-            cert_pem: ck.cert.pem(),
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
             acceptor: TlsAcceptor::from(Arc::new(config)),
         })
     }
@@ -91,6 +107,11 @@ impl TlsIdentity {
     /// The certificate, PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// The private key, PEM (a test identity: kept only to serve the same certificate again).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
     }
 }
 
@@ -198,10 +219,17 @@ pub(crate) struct VoiceServer {
 }
 
 impl VoiceServer {
-    pub async fn bind() -> std::io::Result<(Self, TcpListener)> {
-        let ws = TcpListener::bind("127.0.0.1:0").await?;
-        let udp = UdpSocket::bind("127.0.0.1:0").await?;
-        let endpoint = format!("localhost:{}", ws.local_addr()?.port());
+    pub async fn bind(host: std::net::IpAddr, port: u16) -> std::io::Result<(Self, TcpListener)> {
+        let ws = TcpListener::bind((host, port)).await?;
+        // A fixed port serves both (TCP and UDP); otherwise each takes a free one.
+        let udp = UdpSocket::bind((host, port)).await?;
+        // The name the voice certificate is for: `localhost` on loopback, else the address.
+        let name = if host.is_loopback() {
+            "localhost".to_string()
+        } else {
+            host.to_string()
+        };
+        let endpoint = format!("{name}:{}", ws.local_addr()?.port());
         Ok((
             Self {
                 endpoint,
@@ -390,9 +418,13 @@ where
                     call.bot_ssrc = voice.ssrc();
                     call.key = std::array::from_fn(|_| fastrand::u8(..));
                     call.cipher = None;
-                    let port = voice.udp.local_addr().map(|a| a.port()).unwrap_or(0);
+                    let (ip, port) = voice
+                        .udp
+                        .local_addr()
+                        .map(|a| (a.ip().to_string(), a.port()))
+                        .unwrap_or_else(|_| ("127.0.0.1".into(), 0));
                     let ready = json!({
-                        "ssrc": call.bot_ssrc, "ip": "127.0.0.1", "port": port,
+                        "ssrc": call.bot_ssrc, "ip": ip, "port": port,
                         "modes": [MODE], "heartbeat_interval": 1
                     });
                     let _ = tx.send(WsOut::Text(op(2, ready)));

@@ -201,6 +201,13 @@ pub fn stateful_set(vb: &VoiceBot, sharding: Sharding, replicas: u32) -> Statefu
         env("VOICEBOT_MODELS_DIR", MODELS_DIR),
         env("METRICS_ADDR", format!("0.0.0.0:{port}")),
     ];
+    // Discord's addresses, when the VoiceBot names a proxy (or the simulator) instead.
+    if let Some(proxy) = &spec.discord.api_proxy {
+        env.push(self::env("DISCORD_API_PROXY", proxy.clone()));
+    }
+    if let Some(url) = &spec.discord.gateway_url {
+        env.push(self::env("DISCORD_GATEWAY_URL", url.clone()));
+    }
     // Everything else the pod does comes from the configuration file; only secret values
     // travel in the environment, as references.
     if let Some(secret) = &config.redis.url_secret {
@@ -569,6 +576,27 @@ mod tests {
             .into_iter()
             .map(|e| (e.name.clone(), e))
             .collect()
+    }
+
+    #[test]
+    fn discord_proxies_reach_the_pods_only_when_the_voicebot_names_them() {
+        let vb = bot();
+        let env = env_of(&stateful_set(&vb, Sharding::new(5, 2), 3));
+        assert!(!env.contains_key("DISCORD_API_PROXY"));
+        assert!(!env.contains_key("DISCORD_GATEWAY_URL"));
+
+        let mut vb = bot();
+        vb.spec.discord.api_proxy = Some("http-proxy.bots:8080".into());
+        vb.spec.discord.gateway_url = Some("ws://gateway-proxy.bots:7878".into());
+        let env = env_of(&stateful_set(&vb, Sharding::new(5, 2), 3));
+        assert_eq!(
+            env["DISCORD_API_PROXY"].value.as_deref(),
+            Some("http-proxy.bots:8080")
+        );
+        assert_eq!(
+            env["DISCORD_GATEWAY_URL"].value.as_deref(),
+            Some("ws://gateway-proxy.bots:7878")
+        );
     }
 
     #[test]

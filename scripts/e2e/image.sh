@@ -3,11 +3,13 @@
 # but without a Docker engine: the release binaries, the shared libraries they and ONNX Runtime
 # load (their `ldd` closure, from this Debian — the Dockerfile's base is the same release),
 # espeak-ng's data, the CA bundle, the `voicebot` user (10001), ONNX Runtime outside /models;
-# written as a docker-archive tarball for `ctr images import`.
-#   image.sh ROOT OUT.tar
+# written as a docker-archive tarball for `ctr images import`. EXTRA_CA (a PEM file), when
+# given, is appended to the image's CA bundle: the e2e run's simulated Discord voice server.
+#   image.sh ROOT OUT.tar [EXTRA_CA]
 set -euo pipefail
 root="$1"
 out="$2"
+extra_ca="${3:-}"
 rel="$root/target/release"
 fs="$(mktemp -d)"
 trap 'rm -rf "$fs"' EXIT
@@ -29,6 +31,7 @@ done | sort -u | while read -r lib; do
 done
 cp -a /usr/lib/x86_64-linux-gnu/espeak-ng-data "$fs/usr/lib/x86_64-linux-gnu/"
 cp -L /etc/ssl/certs/ca-certificates.crt "$fs/etc/ssl/certs/"
+[[ -z $extra_ca ]] || cat "$extra_ca" >>"$fs/etc/ssl/certs/ca-certificates.crt"
 cp "$root/models/manifest.tsv" "$fs/usr/share/voicebot/manifest.tsv"
 printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nvoicebot:x:10001:10001::/nonexistent:/usr/sbin/nologin\nnobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n' \
   >"$fs/etc/passwd"

@@ -222,46 +222,142 @@ check_sealed
 say "pod hello Running on the bridge at $ip"
 kubectl delete pod hello --wait=false >/dev/null
 
-say "the project's image (voicebot:0.1.0, assembled without Docker) imported"
+say "the project's images (voicebot:0.1.0 and the chart's Redis, assembled without Docker) imported"
 ctr --address "$sock" -n k8s.io images import --platform linux/amd64 "$C/images/voicebot.tar" >/dev/null
+ctr --address "$sock" -n k8s.io images import --platform linux/amd64 "$C/images/redis.tar" >/dev/null
 imported voicebot:0.1.0 || die "voicebot:0.1.0 was not imported"
+imported e2e.local/redis:7.0 || die "e2e.local/redis:7.0 was not imported"
 
-say "helm install: the CRD, the operator and its RBAC"
+say "the cluster's DNS: dnsmasq on $node_ip answers service names (kept current from the API), forwards nothing"
+mkdir -p "$C/dns"
+start dns dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-poll --bind-interfaces \
+  --listen-address "$node_ip" --port 53 --hostsdir "$C/dns" --user root --pid-file= \
+  --log-facility=- --local-ttl 1
+# Each service as <name>.<namespace>, …svc and …svc.cluster.local; dnsmasq rereads the directory
+# when the file changes (names starting with a dot are ignored while written).
+sync_dns() {
+  while true; do
+    kubectl get svc -A -o jsonpath='{range .items[*]}{.spec.clusterIP} {.metadata.name}.{.metadata.namespace} {.metadata.name}.{.metadata.namespace}.svc {.metadata.name}.{.metadata.namespace}.svc.cluster.local{"\n"}{end}' 2>/dev/null \
+      | grep -E '^[0-9]' >"$C/dns/.services" && mv "$C/dns/.services" "$C/dns/services"
+    sleep 1
+  done
+}
+sync_dns &
+# One A query to the node's DNS, the answer's address (what a pod's resolver would get).
+dns_a() {
+  python3 - "$node_ip" "$1" <<'PY'
+import socket, sys
+q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+q += b"".join(bytes([len(p)]) + p.encode() for p in sys.argv[2].split(".")) + b"\x00\x00\x01\x00\x01"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(q, (sys.argv[1], 53))
+r = s.recv(512)
+sys.exit(1) if r[3] & 0xF or r[7] == 0 else print(".".join(map(str, r[-4:])))
+PY
+}
+until_ok 30 dns_a kubernetes.default.svc.cluster.local || die "dnsmasq does not answer: $(tail_of dns)"
+say "kubernetes.default.svc.cluster.local → $(dns_a kubernetes.default.svc.cluster.local); example.com → $(dns_a example.com || echo 'no answer (nothing is forwarded)')"
+
+say "Discord (the project's simulator) and the OpenClaw gateway (npm openclaw, fake model) on $node_ip"
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$C/discord-token"
+start sim "$root/target/release/voicebot-sim" serve --host "$node_ip" --tls-dir "$C/sim-tls" \
+  --token-file "$C/discord-token" --input "$C/question.wav" --models-dir "$root/.cache/models" \
+  --ready-file "$C/sim.json" --control 127.0.0.1:3099
+until_ok 120 test -s "$C/sim.json" || die "the simulator did not start: $(tail_of sim)"
+peer() { python3 -c "import json,sys; print(json.load(open('$C/sim.json'))[sys.argv[1]])" "$1"; }
+say "simulator: REST $(peer api_proxy), gateway $(peer gateway_url), voice wss://$(peer voice_endpoint); OpenClaw $(peer openclaw_url)"
+
+say "helm install: the CRD, the operator and its RBAC, the chart's Redis"
 helm install voicebot "$root/charts/voicebot" --namespace voicebot --create-namespace \
+  --set redis.image=e2e.local/redis:7.0 \
   --wait --timeout 3m >"$C/logs/helm.log" 2>&1 || die "helm install: $(tail -n 20 "$C/logs/helm.log")"
 until_ok 120 kubectl -n voicebot wait --for=condition=Available deploy --all --timeout 5s \
-  || die "the operator is not Ready: $(kubectl -n voicebot describe pods 2>&1 | tail -n 20)"
-say "operator Ready (it reached the API through the kubernetes Service: kube-proxy's rules)"
+  || die "the operator or Redis is not Ready: $(kubectl -n voicebot describe pods 2>&1 | tail -n 20)"
+say "operator and Redis Ready (the operator reached the API through the kubernetes Service: kube-proxy's rules)"
 
-say "kubectl apply: a VoiceBot, its Secrets"
-kubectl -n voicebot create secret generic discord-bot --from-literal=token=e2e-not-a-real-token >/dev/null
-kubectl -n voicebot create secret generic openclaw --from-literal=token=e2e-gateway-token >/dev/null
-kubectl apply -f - >/dev/null <<YAML
-apiVersion: voicebot.dev/v1alpha1
-kind: VoiceBot
-metadata: {name: jarvis, namespace: voicebot}
-spec:
-  discord:
-    applicationId: "1100000000000000001"
-    tokenSecret: {name: discord-bot, key: token}
-  shards: {count: 1, perPod: 1}
-  image: voicebot:0.1.0
-  imagePullPolicy: IfNotPresent
-  resources: {cpu: 500m, memory: 2Gi}
-  modelStore: {source: volume, hostPath: "$root/.cache/models"}
-  agents: [{name: jarvis}]
-  # Nothing listens there yet: the pod runs in its degraded mode (state in memory).
-  redis: {url: "redis://$node_ip:6379"}
-  gateway:
-    url: ws://$node_ip:18789
-    tokenSecret: {name: openclaw, key: token}
-YAML
+say "kubectl apply: examples/voicebot.yaml, with what this machine lacks changed (no GPU, 2 cores, one shard; Discord is the simulator)"
+kubectl -n voicebot create secret generic discord-bot --from-file=token="$C/discord-token" >/dev/null
+kubectl -n voicebot create secret generic openclaw --from-literal=token="$(peer openclaw_token)" >/dev/null
+python3 - "$root/examples/voicebot.yaml" "$C/sim.json" "$root/.cache/models" >"$C/voicebot.yaml" <<'PY'
+import json, sys, yaml
+vb = yaml.safe_load(open(sys.argv[1]))
+sim = json.load(open(sys.argv[2]))
+s = vb["spec"]
+s["discord"].update(applicationId="1100000000000000001", apiProxy=sim["api_proxy"],
+                    gatewayUrl=sim["gateway_url"])
+s["shards"] = {"count": 1, "perPod": 1}
+s["resources"] = {"cpu": "800m", "memory": "3Gi"}           # no GPU; two pods share 2 cores
+s["modelStore"] = {"source": "volume", "hostPath": sys.argv[3]}  # nothing to download from
+s["gateway"]["url"] = sim["openclaw_url"]
+s["metrics"]["serviceMonitor"] = False                       # no Prometheus Operator here
+yaml.safe_dump(vb, sys.stdout, sort_keys=False)
+PY
+kubectl -n voicebot apply -f "$C/voicebot.yaml" >/dev/null
 until_ok 120 kubectl -n voicebot get pod jarvis-shard-0 \
   || die "the operator made no shard pod: $(kubectl -n voicebot logs deploy/voicebot-operator 2>&1 | tail -n 20)"
-until_ok 180 sh -c "kubectl -n voicebot get pod jarvis-shard-0 -o jsonpath='{.status.containerStatuses[0].state.running}' | grep -q startedAt" \
-  || die "the shard pod did not start: $(kubectl -n voicebot describe pod jarvis-shard-0 2>&1 | tail -n 25)"
-say "shard pod jarvis-shard-0 Running (its image, the models from the node, the chart's security context)"
-kubectl get nodes,pods -A -o wide >&2
-kubectl -n voicebot get voicebot jarvis -o jsonpath='{.status}' >&2; echo >&2
-kubectl -n voicebot logs jarvis-shard-0 2>&1 | tail -n 15 >&2
+shard_ready() {
+  until_ok "$2" kubectl -n voicebot wait --for=condition=Ready "pod/$1" --timeout 5s \
+    || die "$1 is not Ready: $(kubectl -n voicebot describe pod "$1" 2>&1 | tail -n 25; kubectl -n voicebot logs "$1" 2>&1 | tail -n 20)"
+}
+shard_ready jarvis-shard-0 240
+say "jarvis-shard-0 Ready (its /readyz: the models loaded, its shard received READY from the simulator)"
+
+# A simulated user in guild $1 says the question; the answer is transcribed.
+converse() {
+  local out="$C/converse-$2.json"
+  curl -sS -X POST --max-time 200 "http://127.0.0.1:3099/converse/$1" >"$out" \
+    || die "the simulator's control API: $(tail_of sim)"
+  python3 - "$out" "$3" <<'PY' || die "not answered: $(cat "$out"); $(kubectl -n voicebot logs -l app.kubernetes.io/instance=jarvis,app.kubernetes.io/component=shard --tail 20 2>&1)"
+import json, re, sys
+r = json.load(open(sys.argv[1]))
+if "error" in r:
+    sys.exit(f"the simulator: {r['error']}")
+heard = r["transcript"].lower()
+assert re.search(r"\b(four|4)\b", heard), f"the answer was {r['transcript']!r}"
+assert r["dave_version"] == 1, f"DAVE version {r['dave_version']}"
+if sys.argv[2] == "rejoin":
+    assert r["rejoined"], "the bot did not come back to the voice channel by itself"
+print(f"guild {r['guild']} (shard {r['owners']}): the bot answered {r['transcript']!r}, "
+      f"{r['answer_ms']:.0f} ms of speech, first packet {r['latency_ms']:.0f} ms after the user's "
+      f"audio ended, DAVE v{r['dave_version']} epoch {r['dave_epoch']}"
+      + (", rejoined by itself" if r["rejoined"] else f", after /jarvis join ({r['join_reply']!r})"))
+PY
+}
+say "$(converse 0 first join)"
+
+say "reshard: spec.shards.count 1 → 2"
+kubectl -n voicebot patch voicebot jarvis --type merge -p '{"spec":{"shards":{"count":2}}}' >/dev/null
+until_ok 300 sh -c "kubectl -n voicebot get voicebot jarvis -o jsonpath='{.status.sharding.shardCount} {.status.phase}' | grep -qx '2 Ready'" \
+  || die "the reshard did not finish: $(kubectl -n voicebot get voicebot jarvis -o yaml | tail -n 30)"
+shard_ready jarvis-shard-0 240
+shard_ready jarvis-shard-1 240
+say "two pods Ready, shards $(curl -s 127.0.0.1:3099/state | python3 -c 'import json,sys; print(json.load(sys.stdin)["connected_shards"])') connected"
+say "$(converse 0 after-reshard rejoin)"
+say "$(converse 1 second-shard join)"
+curl -s 127.0.0.1:3099/state >"$C/state.json"
+python3 - "$C/state.json" <<'PY' || die "$(cat "$C/state.json")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["connected_shards"] == [[0, 2], [1, 2]], f"connected shards {s['connected_shards']}"
+assert not s["double_owners"], f"two sessions owned one guild: {s['double_owners']}"
+for g in s["guilds"]:
+    assert len(g["owners"]) == 1, g
+PY
+say "no guild was ever owned by two connected sessions ($(python3 -c "import json; print(json.load(open('$C/state.json'))['identifies'])" ) IDENTIFYs in all)"
+
+say "kubectl delete voicebot: the finalizer cleans Redis, the children are garbage-collected"
+redis_ip=$(kubectl -n voicebot get svc voicebot-redis -o jsonpath='{.spec.clusterIP}')
+redis_pw=$(kubectl -n voicebot get secret voicebot-redis -o jsonpath='{.data.password}' | base64 -d)
+keys() { REDISCLI_AUTH="$redis_pw" redis-cli -h "$redis_ip" --scan --pattern 'voicebot:voicebot:jarvis:*' | wc -l; }
+before=$(keys)
+[[ $before -gt 0 ]] || die "the bot kept nothing in the chart's Redis"
+kubectl -n voicebot delete voicebot jarvis --timeout 120s >/dev/null \
+  || die "delete: $(kubectl -n voicebot logs deploy/voicebot-operator 2>&1 | tail -n 20)"
+until_ok 120 sh -c "[ -z \"\$(kubectl -n voicebot get statefulset,pod,configmap,service,pdb -l app.kubernetes.io/instance=jarvis -o name 2>/dev/null)\" ]" \
+  || die "children left: $(kubectl -n voicebot get all,configmap,pdb -l app.kubernetes.io/instance=jarvis 2>&1)"
+after=$(keys)
+[[ $after -eq 0 ]] || die "$after Redis keys of the bot left"
+say "deleted: $before Redis keys removed by the finalizer; StatefulSet, pods, ConfigMap, Service, PDB collected"
+check_sealed
 say "done"
