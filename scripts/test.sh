@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: setup (idempotent), formatting, lints, and every test with the real
-# models. This is the README's test command and what CI runs (.ci/run).
+# The whole test suite: setup (idempotent), formatting, lints, every test with the real models,
+# and the fleet on a real single-node Kubernetes (scripts/e2e.sh). This is the README's test
+# command and what CI runs (.ci/run).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -44,4 +45,19 @@ scripts/check-dashboards.sh
 step "Dockerfile: what can be checked without a Docker engine"
 scripts/check-dockerfile.sh
 
-step "done: setup ${t_setup}s, clippy ${t_clippy}s, build+tests ${t_test}s, total $((SECONDS - t0))s"
+step "A real single-node Kubernetes: helm install + kubectl apply → a simulated user answered, a reshard, a delete (scripts/e2e.sh)"
+t3=$SECONDS
+# Root: it makes network, PID and mount namespaces and cgroups (CI runs as root). Elsewhere it
+# runs through a password-less sudo, or is skipped loudly: VOICEBOT_SKIP_E2E=1 skips it.
+if [[ ${VOICEBOT_SKIP_E2E:-} == 1 ]]; then
+  echo "SKIPPED: VOICEBOT_SKIP_E2E=1" >&2
+elif [[ $(id -u) -eq 0 ]]; then
+  scripts/e2e.sh
+elif sudo -n true 2>/dev/null; then
+  sudo -n --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME scripts/e2e.sh
+else
+  echo "SKIPPED: scripts/e2e.sh needs root (run it with sudo)" >&2
+fi
+t_e2e=$((SECONDS - t3))
+
+step "done: setup ${t_setup}s, clippy ${t_clippy}s, build+tests ${t_test}s, e2e ${t_e2e}s, total $((SECONDS - t0))s"

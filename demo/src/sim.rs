@@ -162,6 +162,8 @@ struct Ctx {
     places: Vec<Place>,
     command: String,
     speech: Vec<f32>,
+    /// The silence after the last word of `speech` (48 kHz): where the user stops talking.
+    trailing: Duration,
     models: std::sync::Mutex<Models>,
     /// One conversation at a time (the simulated users take turns).
     busy: tokio::sync::Mutex<()>,
@@ -238,6 +240,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sim,
         places,
         command: args.command.clone(),
+        trailing: trailing_silence(&speech),
         speech,
         models: std::sync::Mutex::new(models),
         busy: tokio::sync::Mutex::new(()),
@@ -396,20 +399,23 @@ async fn conversation(ctx: &Ctx, place: usize) -> anyhow::Result<Value> {
         .speak(p.guild, &p.user, &ctx.speech)
         .await
         .map_err(anyhow::Error::msg)?;
+    // The end of the user's speech (not of the WAV's trailing silence): the bot may start
+    // answering before the WAV is over.
+    let speech_end = spoken
+        .stopped
+        .checked_sub(ctx.trailing)
+        .unwrap_or(spoken.started);
     let (first, pcm) = sim
         .wait_bot_answer(
             p.guild,
-            spoken.stopped,
+            speech_end,
             Duration::from_millis(900),
             Duration::from_secs(60),
         )
         .await
         .context("the bot did not answer within 60 s")?;
     let answer_ms = pcm.len() as f64 * 1e3 / f64::from(voicebot_discord_sim::BotAudio::SAMPLE_RATE);
-    let latency_ms = first
-        .saturating_duration_since(spoken.stopped)
-        .as_secs_f64()
-        * 1e3;
+    let latency_ms = first.saturating_duration_since(speech_end).as_secs_f64() * 1e3;
     let transcript = transcribe(ctx, pcm).await?;
     let dave = sim.dave(p.guild);
     let owners: Vec<[u32; 2]> = sim
@@ -428,6 +434,16 @@ async fn conversation(ctx: &Ctx, place: usize) -> anyhow::Result<Value> {
         "dave_version": dave.as_ref().map(|d| d.version),
         "dave_epoch": dave.as_ref().map(|d| d.epoch),
     }))
+}
+
+/// How long `pcm` (48 kHz) is quiet at its end: after the last 10 ms louder than −45 dBFS.
+fn trailing_silence(pcm: &[f32]) -> Duration {
+    let frames = pcm.len() / 480;
+    let last_loud = pcm
+        .chunks(480)
+        .rposition(|w| audio::rms_dbfs(w) > -45.0)
+        .map_or(0, |i| i + 1);
+    Duration::from_millis((frames.saturating_sub(last_loud) * 10) as u64)
 }
 
 /// Whisper's words for the bot's answer (48 kHz mono).

@@ -184,6 +184,7 @@ healthzBindAddress: 127.0.0.1
 authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
 authorization: {mode: AlwaysAllow}
 clusterDomain: cluster.local
+clusterDNS: [$node_ip]
 resolvConf: $C/resolv.conf
 volumePluginDir: $C/kubelet/plugins
 evictionHard: {memory.available: 100Mi, nodefs.available: "1%", nodefs.inodesFree: "1%", imagefs.available: "1%"}
@@ -231,8 +232,9 @@ imported e2e.local/redis:7.0 || die "e2e.local/redis:7.0 was not imported"
 say "the cluster's DNS: dnsmasq on $node_ip answers service names (kept current from the API), forwards nothing"
 mkdir -p "$C/dns"
 start dns dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-poll --bind-interfaces \
-  --listen-address "$node_ip" --port 53 --hostsdir "$C/dns" --user root --pid-file= \
-  --log-facility=- --local-ttl 1
+  --listen-address="$node_ip" --port=53 --hostsdir="$C/dns" --user=root --pid-file= \
+  --log-facility=- --local-ttl=1 --local=/#/
+# Every other name is NXDOMAIN (`--local=/#/`: a resolver then tries its next search domain).
 # Each service as <name>.<namespace>, …svc and …svc.cluster.local; dnsmasq rereads the directory
 # when the file changes (names starting with a dot are ignored while written).
 sync_dns() {
@@ -257,7 +259,7 @@ sys.exit(1) if r[3] & 0xF or r[7] == 0 else print(".".join(map(str, r[-4:])))
 PY
 }
 until_ok 30 dns_a kubernetes.default.svc.cluster.local || die "dnsmasq does not answer: $(tail_of dns)"
-say "kubernetes.default.svc.cluster.local → $(dns_a kubernetes.default.svc.cluster.local); example.com → $(dns_a example.com || echo 'no answer (nothing is forwarded)')"
+say "kubernetes.default.svc.cluster.local → $(dns_a kubernetes.default.svc.cluster.local); example.com → $(dns_a example.com || echo 'NXDOMAIN (nothing is forwarded)')"
 
 say "Discord (the project's simulator) and the OpenClaw gateway (npm openclaw, fake model) on $node_ip"
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$C/discord-token"
@@ -270,7 +272,7 @@ say "simulator: REST $(peer api_proxy), gateway $(peer gateway_url), voice wss:/
 
 say "helm install: the CRD, the operator and its RBAC, the chart's Redis"
 helm install voicebot "$root/charts/voicebot" --namespace voicebot --create-namespace \
-  --set redis.image=e2e.local/redis:7.0 \
+  --set redis.enabled=true --set redis.image=e2e.local/redis:7.0 \
   --wait --timeout 3m >"$C/logs/helm.log" 2>&1 || die "helm install: $(tail -n 20 "$C/logs/helm.log")"
 until_ok 120 kubectl -n voicebot wait --for=condition=Available deploy --all --timeout 5s \
   || die "the operator or Redis is not Ready: $(kubectl -n voicebot describe pods 2>&1 | tail -n 20)"
@@ -319,8 +321,8 @@ assert r["dave_version"] == 1, f"DAVE version {r['dave_version']}"
 if sys.argv[2] == "rejoin":
     assert r["rejoined"], "the bot did not come back to the voice channel by itself"
 print(f"guild {r['guild']} (shard {r['owners']}): the bot answered {r['transcript']!r}, "
-      f"{r['answer_ms']:.0f} ms of speech, first packet {r['latency_ms']:.0f} ms after the user's "
-      f"audio ended, DAVE v{r['dave_version']} epoch {r['dave_epoch']}"
+      f"{r['answer_ms']:.0f} ms of speech, its first packet {r['latency_ms']:.0f} ms after the user stopped "
+      f"talking, DAVE v{r['dave_version']} epoch {r['dave_epoch']}"
       + (", rejoined by itself" if r["rejoined"] else f", after /jarvis join ({r['join_reply']!r})"))
 PY
 }
