@@ -223,8 +223,10 @@ impl VoiceServer {
         let ws = TcpListener::bind((host, port)).await?;
         // A fixed port serves both (TCP and UDP); otherwise each takes a free one.
         let udp = UdpSocket::bind((host, port)).await?;
-        // The name the voice certificate is for: `localhost` on loopback, else the address.
-        let name = if host.is_loopback() {
+        // The name the voice certificate is for: `localhost` for 127.0.0.1 or ::1, else the
+        // address.
+        let name = if host == std::net::Ipv4Addr::LOCALHOST || host == std::net::Ipv6Addr::LOCALHOST
+        {
             "localhost".to_string()
         } else {
             host.to_string()

@@ -232,3 +232,72 @@ async fn a_wrong_token_is_refused_on_rest_and_fatal_on_the_gateway() {
             .any(|e| matches!(e, SimEvent::Identify { .. }))
     );
 }
+
+/// A shard connected with twilight, polled in the background until dropped.
+fn connect(sim: &Simulator, token: &str, id: ShardId) -> tokio::task::JoinHandle<()> {
+    let config = ConfigBuilder::new(token.to_string(), Intents::GUILDS)
+        .proxy_url(sim.gateway_url())
+        .build();
+    let mut shard = Shard::with_config(id, config);
+    tokio::spawn(async move { while shard.next_event(EventTypeFlags::all()).await.is_some() {} })
+}
+
+async fn until(what: &str, f: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guild_owned_by_two_connected_sessions_is_recorded_and_a_clean_reshard_is_not() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = SimConfig {
+        // Any address of the machine: the servers bind it and the voice endpoint names it.
+        host: "127.0.0.2".parse().unwrap(),
+        ..SimConfig::default()
+    };
+    let token = config.token.clone();
+    let sim = Simulator::start(config).await.unwrap();
+    assert!(sim.http_proxy().starts_with("127.0.0.2:"));
+    assert!(sim.gateway_url().starts_with("ws://127.0.0.2:"));
+    assert!(sim.voice_endpoint().starts_with("127.0.0.2:"));
+    let owner = User::new(1_500_000_000_000_000_001, "Ann", false);
+    // Guild i is on shard i of 2.
+    let guilds: Vec<u64> = (0..2)
+        .map(|i| ((238_418_579_100 + i) << 22) | 7_000)
+        .collect();
+    for (i, g) in guilds.iter().enumerate() {
+        assert_eq!(Simulator::shard_of(*g, 2), i as u32);
+        sim.add_guild(Guild::new(*g, &owner, (g + 10, "Lounge"), &[]));
+    }
+
+    // One shard of one owns both guilds.
+    let old = connect(&sim, &token, ShardId::new(0, 1));
+    until("shard 0 of 1", || sim.connected_shards() == [[0, 1]]).await;
+    assert!(sim.double_owners().is_empty());
+
+    // Shard 0 of 2 comes up while it is still connected: guild 0 has two owners.
+    let overlapping = connect(&sim, &token, ShardId::new(0, 2));
+    until("shard 0 of 2", || sim.connected_shards().len() == 2).await;
+    let doubles = sim.double_owners();
+    assert_eq!(doubles.len(), 1, "{doubles:?}");
+    assert_eq!(doubles[0].guild, guilds[0]);
+    assert_eq!(doubles[0].connected, [0, 1]);
+    assert_eq!(doubles[0].identified, [0, 2]);
+
+    // A clean reshard: the old shard gone before the new ones identify.
+    old.abort();
+    overlapping.abort();
+    until("no shard connected", || sim.connected_shards().is_empty()).await;
+    let _a = connect(&sim, &token, ShardId::new(0, 2));
+    let _b = connect(&sim, &token, ShardId::new(1, 2));
+    until("shards 0 and 1 of 2", || {
+        sim.connected_shards() == [[0, 2], [1, 2]]
+    })
+    .await;
+    assert_eq!(sim.double_owners().len(), 1, "no new double owner");
+}
