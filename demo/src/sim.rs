@@ -197,8 +197,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The OpenClaw gateway (the real one, from npm) with the fake model, on loopback; the pods
     // reach it through a forwarder on HOST, so the gateway sees a local client.
     let agents = vec![args.command.clone(), "sage".to_string()];
+    let names = agents.clone();
     let gw =
-        tokio::task::spawn_blocking(move || local_gateway::Gateway::start_with(&agents)).await?;
+        tokio::task::spawn_blocking(move || local_gateway::Gateway::start_with(&names)).await?;
+    warm_gateway(&gw, &agents).await;
     let openclaw = SocketAddr::new(args.host, args.openclaw_port);
     let forward = tokio::net::TcpListener::bind(openclaw)
         .await
@@ -284,6 +286,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     drop(gw);
     Ok(())
+}
+
+/// One turn per agent through the gateway, as `voicebot-demo` does with its own: the
+/// gateway's first run of an agent takes seconds (Node loading the agent's runtime), a cost of
+/// this test peer that the pods' first turns should not carry. A failure only says so.
+async fn warm_gateway(gw: &local_gateway::Gateway, agents: &[String]) {
+    use voicebot_shard::openclaw::{ChatOptions, GatewayClient, session_key};
+    let store = match voicebot_shard::openclaw::device::MemoryStore::new() {
+        Ok(store) => Arc::new(store),
+        Err(e) => return eprintln!("voicebot-sim: no warm-up ({e})"),
+    };
+    let client = GatewayClient::start(gw.client_config(), store);
+    if let Err(e) = client.wait_connected(Duration::from_secs(90)).await {
+        return eprintln!("voicebot-sim: no warm-up, the gateway did not connect ({e})");
+    }
+    for agent in agents {
+        let started = std::time::Instant::now();
+        let key = session_key(agent, "voicebot-sim", "warm-up");
+        let reply = async {
+            client
+                .chat(&key, "warm up", ChatOptions::default())
+                .await?
+                .collect()
+                .await
+        };
+        match reply.await {
+            Ok(_) => eprintln!(
+                "voicebot-sim: the gateway's first run of {agent}: {} ms",
+                started.elapsed().as_millis()
+            ),
+            Err(e) => eprintln!("voicebot-sim: warming {agent} failed ({e})"),
+        }
+    }
 }
 
 /// Copies each connection to `to` (the OpenClaw gateway on loopback).

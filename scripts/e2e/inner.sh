@@ -269,6 +269,7 @@ start sim "$root/target/release/voicebot-sim" serve --host "$node_ip" --tls-dir 
 until_ok 120 test -s "$C/sim.json" || die "the simulator did not start: $(tail_of sim)"
 peer() { python3 -c "import json,sys; print(json.load(open('$C/sim.json'))[sys.argv[1]])" "$1"; }
 say "simulator: REST $(peer api_proxy), gateway $(peer gateway_url), voice wss://$(peer voice_endpoint); OpenClaw $(peer openclaw_url)"
+say "OpenClaw warmed (a cost of this test peer, kept out of the pods' first turns): $(grep -h 'first run' "$C/logs/sim.log" | sed 's/^voicebot-sim: the gateway.s //' | paste -sd ';' - | sed 's/;/; /g')"
 
 say "helm install: the CRD, the operator and its RBAC, the chart's Redis"
 helm install voicebot "$root/charts/voicebot" --namespace voicebot --create-namespace \
@@ -305,6 +306,20 @@ shard_ready() {
 shard_ready jarvis-shard-0 240
 say "jarvis-shard-0 Ready (its /readyz: the models loaded, its shard received READY from the simulator)"
 
+# Where a pod's turns spent their time: its own /metrics (Prometheus' view), mean per stage.
+stages() {
+  local ip
+  ip=$(kubectl -n voicebot get pod "$1" -o jsonpath='{.status.podIP}')
+  curl -s --max-time 5 "http://$ip:9090/metrics" | python3 -c '
+import re, sys
+sums, counts = {}, {}
+for line in sys.stdin:
+    m = re.match(r"voicebot_stage_seconds_(sum|count)\{([^}]*)\} (\S+)", line)
+    if m:
+        stage = re.search(r"stage=\"([^\"]+)\"", m.group(2)).group(1)
+        (sums if m.group(1) == "sum" else counts)[stage] = float(m.group(3))
+print(", ".join(f"{k} {sums[k] / counts[k] * 1e3:.0f} ms" for k in sums if counts.get(k)) or "no turn")'
+}
 # A simulated user in guild $1 says the question; the answer is transcribed.
 converse() {
   local out="$C/converse-$2.json"
@@ -327,6 +342,7 @@ print(f"guild {r['guild']} (shard {r['owners']}): the bot answered {r['transcrip
 PY
 }
 say "$(converse 0 first join)"
+say "jarvis-shard-0 stages (mean, from its /metrics): $(stages jarvis-shard-0)"
 
 say "reshard: spec.shards.count 1 → 2"
 kubectl -n voicebot patch voicebot jarvis --type merge -p '{"spec":{"shards":{"count":2}}}' >/dev/null
@@ -337,6 +353,7 @@ shard_ready jarvis-shard-1 240
 say "two pods Ready, shards $(curl -s 127.0.0.1:3099/state | python3 -c 'import json,sys; print(json.load(sys.stdin)["connected_shards"])') connected"
 say "$(converse 0 after-reshard rejoin)"
 say "$(converse 1 second-shard join)"
+say "jarvis-shard-0: $(stages jarvis-shard-0); jarvis-shard-1: $(stages jarvis-shard-1)"
 curl -s 127.0.0.1:3099/state >"$C/state.json"
 python3 - "$C/state.json" <<'PY' || die "$(cat "$C/state.json")"
 import json, sys
@@ -347,6 +364,21 @@ for g in s["guilds"]:
     assert len(g["owners"]) == 1, g
 PY
 say "no guild was ever owned by two connected sessions ($(python3 -c "import json; print(json.load(open('$C/state.json'))['identifies'])" ) IDENTIFYs in all)"
+
+say "no secret in any log: the pods', the operator's, the simulator's, the cluster's"
+for pod in $(kubectl -n voicebot get pods -o name); do
+  kubectl -n voicebot logs --all-containers "$pod" >"$C/logs/pod-${pod#pod/}.log" 2>&1 || true
+done
+redis_pw=$(kubectl -n voicebot get secret voicebot-redis -o jsonpath='{.data.password}' | base64 -d)
+seal_key=$(kubectl -n voicebot get secret voicebot-redis -o jsonpath='{.data.sealKey}' | base64 -d)
+for name in "Discord token:$(cat "$C/discord-token")" "OpenClaw token:$(peer openclaw_token)" \
+  "Redis password:$redis_pw" "seal key:$seal_key"; do
+  value=${name#*:}
+  [[ ${#value} -ge 16 ]] || die "the ${name%%:*} is too short to look for"
+  leaked=$(grep -lF -- "$value" "$C"/logs/*.log || true)
+  [[ -z $leaked ]] || die "the ${name%%:*} is in $leaked"
+done
+say "$(ls "$C"/logs/*.log | wc -l) logs ($(cat "$C"/logs/*.log | wc -c) bytes) hold none of the 4 secrets"
 
 say "kubectl delete voicebot: the finalizer cleans Redis, the children are garbage-collected"
 redis_ip=$(kubectl -n voicebot get svc voicebot-redis -o jsonpath='{.spec.clusterIP}')
