@@ -82,26 +82,12 @@ fn the_certificate_is_written_once_per_host() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn bad_arguments_are_refused_with_the_reason() {
+/// `voicebot-sim serve` with files that do not exist (and `extra` arguments): its stderr.
+fn refused(extra: &[&str]) -> String {
     let dir = std::env::temp_dir().join(format!("voicebot-sim-bad-{}", std::process::id()));
     let out = sim()
-        .args(["serve", "--host", "127.0.0.1", "--ports", "1,2"])
-        .args([
-            "--tls-dir",
-            "/nonexistent",
-            "--token-file",
-            "/nonexistent/token",
-        ])
-        .args(["--input", "/nonexistent.wav", "--ready-file"])
-        .arg(dir.join("ready.json"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--ports takes three ports"), "{err}");
-    let out = sim()
         .args(["serve", "--host", "127.0.0.1"])
+        .args(extra)
         .args([
             "--tls-dir",
             "/nonexistent",
@@ -113,7 +99,14 @@ fn bad_arguments_are_refused_with_the_reason() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_arguments_are_refused_with_the_reason() {
+    let err = refused(&["--ports", "1,2"]);
+    assert!(err.contains("--ports takes three ports"), "{err}");
+    let err = refused(&[]);
     assert!(err.contains("reading /nonexistent/token"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }

@@ -211,8 +211,9 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
                     tracing::warn!(?doubles, "a guild owned by two connected sessions");
                 }
                 inner.double_owners.extend(doubles);
-                drop(inner);
-                lock(&state.inner).sessions.insert(
+                // Checked and registered under one lock: two shards identifying at once still
+                // see each other.
+                inner.sessions.insert(
                     id.clone(),
                     Session {
                         shard,
@@ -221,6 +222,7 @@ async fn connection(stream: TcpStream, state: Arc<Shared>) {
                         guilds_sent: false,
                     },
                 );
+                drop(inner);
                 session_id = Some(id.clone());
                 let guilds: Vec<Guild> = lock(&state.inner)
                     .guilds

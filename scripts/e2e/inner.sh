@@ -282,9 +282,11 @@ say "operator and Redis Ready (the operator reached the API through the kubernet
 say "kubectl apply: examples/voicebot.yaml, with what this machine lacks changed (no GPU, 2 cores, one shard; Discord is the simulator)"
 kubectl -n voicebot create secret generic discord-bot --from-file=token="$C/discord-token" >/dev/null
 kubectl -n voicebot create secret generic openclaw --from-literal=token="$(peer openclaw_token)" >/dev/null
-python3 - "$root/examples/voicebot.yaml" "$C/sim.json" "$root/.cache/models" >"$C/voicebot.yaml" <<'PY'
-import json, sys, yaml
-vb = yaml.safe_load(open(sys.argv[1]))
+# kubectl reads the YAML (no YAML library needed), python edits the JSON.
+kubectl -n voicebot create --dry-run=client -o json -f "$root/examples/voicebot.yaml" >"$C/example.json"
+python3 - "$C/example.json" "$C/sim.json" "$root/.cache/models" >"$C/voicebot.json" <<'PY'
+import json, sys
+vb = json.load(open(sys.argv[1]))
 sim = json.load(open(sys.argv[2]))
 s = vb["spec"]
 s["discord"].update(applicationId="1100000000000000001", apiProxy=sim["api_proxy"],
@@ -294,9 +296,9 @@ s["resources"] = {"cpu": "800m", "memory": "3Gi"}           # no GPU; two pods s
 s["modelStore"] = {"source": "volume", "hostPath": sys.argv[3]}  # nothing to download from
 s["gateway"]["url"] = sim["openclaw_url"]
 s["metrics"]["serviceMonitor"] = False                       # no Prometheus Operator here
-yaml.safe_dump(vb, sys.stdout, sort_keys=False)
+json.dump(vb, sys.stdout, indent=1)
 PY
-kubectl -n voicebot apply -f "$C/voicebot.yaml" >/dev/null
+kubectl -n voicebot apply -f "$C/voicebot.json" >/dev/null
 until_ok 120 kubectl -n voicebot get pod jarvis-shard-0 \
   || die "the operator made no shard pod: $(kubectl -n voicebot logs deploy/voicebot-operator 2>&1 | tail -n 20)"
 shard_ready() {
